@@ -1,0 +1,93 @@
+# iterfs: `make run` mounts at $(MOUNTPOINT), `make test` runs the test suite.
+# Both set everything up first; set-up is idempotent and quick once done.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+MOUNTPOINT ?= /iterfs
+PYTHON ?= python3
+VENV := .venv
+BUILD := build
+BTF := /sys/kernel/btf/vmlinux
+
+# clang, bpftool and libbpf build the programs; gcc, pkg-config, libfuse3 and the
+# Python headers build pyfuse3; fuse3 brings fusermount3.
+DEBIAN_PACKAGES := clang bpftool libbpf-dev libbpf1 libfuse3-dev fuse3 pkg-config \
+	gcc make python3 python3-dev python3-venv ca-certificates
+
+ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/' \
+	-e 's/ppc64le/powerpc/' -e 's/s390x/s390/' -e 's/riscv64/riscv/')
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
+	-I$(BUILD) -Iprogs
+
+PROGRAMS := $(patsubst progs/%.bpf.c,$(BUILD)/progs/%.bpf.o,$(wildcard progs/*.bpf.c))
+TEST_PROGRAMS := $(patsubst tests/progs/%.bpf.c,$(BUILD)/tests/%.bpf.o,\
+	$(wildcard tests/progs/*.bpf.c))
+
+.PHONY: help setup system venv programs run test clean FORCE
+
+help:
+	@echo "make run    set up, then mount iterfs at $(MOUNTPOINT) in the foreground"
+	@echo "make test   set up, then run the test suite"
+	@echo "make setup  install packages, create $(VENV), build the BPF programs"
+	@echo "make clean  remove $(BUILD) and $(VENV)"
+
+setup: system venv programs
+
+# Debian packages that are missing, and bpffs where it is not mounted.
+system:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
+		grep -q '^install ok installed$$' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "setup: installing" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+
+# The interpreter named by PYTHON when it can make a venv with headers to build
+# pyfuse3 against, else Debian's.
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@python=$(PYTHON); \
+	if ! $$python -c 'import ensurepip, sysconfig, os, sys; \
+		sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
+		2>/dev/null; then python=/usr/bin/python3; fi; \
+	[ -x $(VENV)/bin/python ] || $$python -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+programs: $(PROGRAMS) $(TEST_PROGRAMS)
+
+# vmlinux.h is regenerated only when the running kernel's BTF changes, so a
+# second set-up rebuilds nothing.
+$(BUILD)/vmlinux.h: FORCE
+	@mkdir -p $(BUILD)
+	@sum=$$(sha256sum < $(BTF)); \
+	if [ ! -s $@ ] || [ "$$sum" != "$$(cat $@.btf-sum 2>/dev/null)" ]; then \
+		echo "setup: generating $@ from $(BTF)"; \
+		bpftool btf dump file $(BTF) format c > $@.tmp && mv $@.tmp $@ && \
+		echo "$$sum" > $@.btf-sum; \
+	fi
+
+$(BUILD)/progs/%.bpf.o: progs/%.bpf.c $(wildcard progs/*.h) $(BUILD)/vmlinux.h
+	@mkdir -p $(@D)
+	clang $(BPF_CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/%.bpf.o: tests/progs/%.bpf.c $(wildcard progs/*.h) $(BUILD)/vmlinux.h
+	@mkdir -p $(@D)
+	clang $(BPF_CFLAGS) -c $< -o $@
+
+run: setup
+	@mkdir -p $(MOUNTPOINT)
+	$(VENV)/bin/python mount.py $(MOUNTPOINT)
+
+test: setup
+	$(VENV)/bin/python -m pytest tests
+
+clean:
+	rm -rf $(BUILD) $(VENV)
+
+FORCE:
