@@ -1,0 +1,288 @@
+"""BPF objects, programs, iterator links and iterator streams, over libbpf.
+
+Ownership is explicit: an Object owns its Programs; attaching a Program returns a
+Link that the caller closes; a Link opens IteratorStreams that the caller closes.
+Each is a context manager and none relies on garbage collection to release its fd.
+
+    with bpf.load("build/progs/tcp6.bpf.o") as obj:
+        with obj.program("tcp6").attach_iterator() as link:
+            with link.open() as stream:
+                text = stream.read()
+"""
+
+import errno
+import io
+import logging
+import os
+import threading
+
+from .libbpf import LIBBPF_DEBUG, LIBBPF_INFO, LIBBPF_WARN, ffi, lib, libc
+
+log = logging.getLogger("iterfs.libbpf")
+
+VERIFIER_LOG_SIZE = 1 << 20
+# bpf_seq_read answers EAGAIN after visiting a million objects without output;
+# each retry makes progress, so only a program that never advances exhausts this.
+MAX_EAGAIN_RETRIES = 1000
+
+
+class BpfError(OSError):
+    """A libbpf or bpf(2) step failed: errno is the kernel's, the message names the step."""
+
+
+class VerifierError(BpfError):
+    """The kernel refused to load a program; `log` holds the verifier's log."""
+
+    def __init__(self, code, message, program, verifier_log):
+        super().__init__(code, message)
+        self.program = program
+        self.log = verifier_log
+
+    def __str__(self):
+        tail = "\n".join(self.log.rstrip().splitlines()[-5:])
+        return f"{super().__str__()}\nverifier log (last lines):\n{tail}"
+
+
+def _error(step, code, detail=None):
+    message = f"{step}: {os.strerror(code)}"
+    if detail:
+        message += f" ({detail})"
+    return BpfError(code, message)
+
+
+# libbpf reports through one process-wide print callback. Its warnings go to the
+# log, and while a thread opens or loads an object they are also kept so that the
+# error raised can say what libbpf said.
+_capture = threading.local()
+
+
+@ffi.callback("int(int, const char *, void *)")
+def _print(level, fmt, args):
+    try:
+        wanted = log.isEnabledFor(logging.DEBUG) or level == LIBBPF_WARN
+        if not wanted:
+            return 0
+        buf = ffi.new("char[]", 4096)
+        libc.vsnprintf(buf, len(buf), fmt, args)
+        message = ffi.string(buf).decode(errors="replace").rstrip()
+        if level == LIBBPF_WARN:
+            warnings = getattr(_capture, "warnings", None)
+            if warnings is not None:
+                warnings.append(message)
+                log.debug("%s", message)
+            else:
+                log.warning("%s", message)
+        elif level in (LIBBPF_INFO, LIBBPF_DEBUG):
+            log.debug("%s", message)
+    except Exception:  # a callback from C must never raise
+        pass
+    return 0
+
+
+lib.libbpf_set_print(_print)
+
+
+class _CapturedWarnings:
+    def __enter__(self):
+        _capture.warnings = []
+        return _capture.warnings
+
+    def __exit__(self, *exc):
+        _capture.warnings = None
+
+
+def _last_warning(warnings):
+    return warnings[-1].splitlines()[-1] if warnings else None
+
+
+class Object:
+    """An ELF object file of BPF programs, opened and then loaded into the kernel."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        with _CapturedWarnings() as warnings:
+            self._obj = lib.bpf_object__open_file(self.path.encode(), ffi.NULL)
+            code = ffi.errno
+        if self._obj == ffi.NULL:
+            self._obj = None
+            raise _error(f"open BPF object {self.path}", code or errno.EINVAL,
+                         _last_warning(warnings))
+        self.name = ffi.string(lib.bpf_object__name(self._obj)).decode()
+        self.programs = []
+        prog = lib.bpf_object__next_program(self._obj, ffi.NULL)
+        while prog != ffi.NULL:
+            self.programs.append(Program(self, prog))
+            prog = lib.bpf_object__next_program(self._obj, prog)
+        self.loaded = False
+
+    def load(self):
+        """Load every program; the kernel verifies each one now, and only now."""
+        buffers = []
+        for program in self.programs:
+            buf = ffi.new("char[]", VERIFIER_LOG_SIZE)
+            lib.bpf_program__set_log_buf(program._prog, buf, len(buf))
+            buffers.append((program, buf))
+        with _CapturedWarnings() as warnings:
+            ret = lib.bpf_object__load(self._obj)
+        for program, _ in buffers:
+            lib.bpf_program__set_log_buf(program._prog, ffi.NULL, 0)
+        if ret < 0:
+            code = -ret
+            for program, buf in buffers:
+                verifier_log = ffi.string(buf).decode(errors="replace")
+                if verifier_log:
+                    raise VerifierError(
+                        code, f"load program {program.name} from {self.path}: "
+                        f"{os.strerror(code)}", program.name, verifier_log)
+            raise _error(f"load BPF object {self.path}", code, _last_warning(warnings))
+        self.loaded = True
+        return self
+
+    def program(self, name=None, *, section=None):
+        """The program with this function name, or in this ELF section."""
+        for program in self.programs:
+            if (name is None or program.name == name) and \
+                    (section is None or program.section == section):
+                return program
+        wanted = f"name {name!r}" if name is not None else f"section {section!r}"
+        raise BpfError(errno.ENOENT, f"{self.path}: no program with {wanted}")
+
+    def close(self):
+        if self._obj is not None:
+            lib.bpf_object__close(self._obj)
+            self._obj = None
+            self.programs = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def load(path):
+    """Open and load an object file; close it (a context manager) when done."""
+    obj = Object(path)
+    try:
+        return obj.load()
+    except BaseException:
+        obj.close()
+        raise
+
+
+class Program:
+    """One program of a loaded Object; valid until the Object is closed."""
+
+    def __init__(self, obj, prog):
+        self.object = obj
+        self._prog = prog
+        self.name = ffi.string(lib.bpf_program__name(prog)).decode()
+        self.section = ffi.string(lib.bpf_program__section_name(prog)).decode()
+
+    @property
+    def iterator_target(self):
+        """The iterator target named by an `iter/<target>` section, else None."""
+        kind, _, target = self.section.partition("/")
+        return target if kind in ("iter", "iter.s") and target else None
+
+    @property
+    def fd(self):
+        return lib.bpf_program__fd(self._prog)
+
+    def attach_iterator(self, *, pid=None, tid=None):
+        """Attach as an iterator. `pid` limits a task iterator to one process,
+        `tid` to one thread; with neither it walks every object of its target."""
+        if pid is not None and tid is not None:
+            raise ValueError("give pid or tid, not both")
+        opts = ffi.NULL
+        if pid is not None or tid is not None:
+            link_info = ffi.new("union bpf_iter_link_info *")
+            if pid is not None:
+                link_info.task.pid = pid
+            else:
+                link_info.task.tid = tid
+            opts = ffi.new("struct bpf_iter_attach_opts *")
+            opts.sz = ffi.sizeof("struct bpf_iter_attach_opts")
+            opts.link_info = link_info
+            opts.link_info_len = ffi.sizeof(link_info[0])
+        link = lib.bpf_program__attach_iter(self._prog, opts)
+        if link == ffi.NULL:
+            raise _error(f"attach iterator {self.name}", ffi.errno or errno.EINVAL)
+        return Link(link, self)
+
+
+class Link:
+    """An attached iterator. Each open() starts a fresh walk of its objects."""
+
+    def __init__(self, link, program):
+        self._link = link
+        self.program = program
+        self.fd = lib.bpf_link__fd(link)
+
+    def open(self):
+        fd = lib.bpf_iter_create(self.fd)
+        if fd < 0:
+            raise _error(f"create iterator {self.program.name}", -fd)
+        return IteratorStream(fd, self.program.name)
+
+    def close(self):
+        if self._link is not None:
+            lib.bpf_link__destroy(self._link)
+            self._link = None
+            self.fd = -1
+
+    @property
+    def closed(self):
+        return self._link is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class IteratorStream(io.RawIOBase):
+    """The read side of an iterator: a binary, unseekable, file-like object."""
+
+    def __init__(self, fd, name):
+        super().__init__()
+        self._fd = fd
+        self.name = name
+
+    def fileno(self):
+        self._checkClosed()
+        return self._fd
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        self._checkClosed()
+        for _ in range(MAX_EAGAIN_RETRIES):
+            try:
+                return os.readv(self._fd, [buffer])
+            except BlockingIOError:
+                continue
+        raise BpfError(errno.EAGAIN, f"read iterator {self.name}: no progress")
+
+    def fill(self, size):
+        """Read until `size` bytes or the end of the iterator, whichever is first."""
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        filled = 0
+        while filled < size:
+            n = self.readinto(view[filled:])
+            if not n:
+                break
+            filled += n
+        del view
+        del buffer[filled:]
+        return bytes(buffer)
+
+    def close(self):
+        if not self.closed:
+            try:
+                os.close(self._fd)
+            finally:
+                super().close()
