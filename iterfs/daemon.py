@@ -1,0 +1,145 @@
+"""The daemon: check the machine, load the views, mount, serve until told to stop."""
+
+import argparse
+import faulthandler
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from .fs import IterFS
+from .views import ViewSet
+
+log = logging.getLogger("iterfs")
+
+DEFAULT_OBJECTS = Path(__file__).resolve().parent.parent / "build" / "progs"
+MOUNT_OPTIONS = ("fsname=iterfs", "subtype=iterfs", "ro", "nosuid", "nodev", "noexec")
+CAPABILITIES = {"CAP_SYS_ADMIN": 21, "CAP_BPF": 39}
+EXIT_USAGE = 2
+
+
+class SetupError(Exception):
+    """A problem the user can fix, said in one line."""
+
+
+def parse_arguments(argv):
+    parser = argparse.ArgumentParser(
+        prog="mount.py", description="Mount BPF iterators as files (iterfs).")
+    parser.add_argument("mountpoint", help="an existing empty directory")
+    parser.add_argument("-o", dest="options", action="append", default=[],
+                        metavar="OPTION", help="extra FUSE mount option (repeatable)")
+    parser.add_argument("--objects", type=Path, default=DEFAULT_OBJECTS, metavar="DIR",
+                        help="directory of compiled views, *.bpf.o (default: %(default)s)")
+    parser.add_argument("--debug", action="store_true", help="log every request")
+    return parser.parse_args(argv)
+
+
+def setup_logging(debug):
+    # journald stamps each line itself.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format=stamp + "%(name)s %(levelname)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def effective_capabilities():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def check_environment(mountpoint, objects):
+    if os.geteuid() != 0:
+        raise SetupError(f"must run as root (effective uid is {os.geteuid()})")
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last_cap = int(f.read())
+    held = effective_capabilities()
+    missing = [name for name, bit in CAPABILITIES.items()
+               if bit <= last_cap and not held & (1 << bit)]
+    if missing:
+        raise SetupError("missing capabilit" + ("ies " if len(missing) > 1 else "y ")
+                         + " and ".join(missing))
+    try:
+        if not stat.S_ISCHR(os.stat("/dev/fuse").st_mode):
+            raise SetupError("/dev/fuse is not a character device")
+    except FileNotFoundError:
+        raise SetupError("/dev/fuse is missing: load the fuse module (modprobe fuse)")
+    try:
+        if not os.path.isdir(mountpoint):
+            raise SetupError(f"mount point {mountpoint} is not a directory")
+    except OSError as error:
+        raise SetupError(f"mount point {mountpoint}: {error.strerror}")
+    if not os.path.lexists(mountpoint):
+        raise SetupError(f"mount point {mountpoint} does not exist")
+    if os.path.ismount(mountpoint):
+        raise SetupError(f"mount point {mountpoint} is already a mount")
+    if not objects.is_dir() or not any(objects.glob("*.bpf.o")):
+        raise SetupError(f"no compiled views (*.bpf.o) in {objects}: run `make setup`")
+
+
+def notify_ready():
+    """Tell systemd (Type=notify) that the mount is live."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"READY=1", address)
+
+
+async def serve():
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stop_on_signal)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+async def stop_on_signal():
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("%s: unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+
+
+def main(argv=None):
+    args = parse_arguments(argv)
+    setup_logging(args.debug)
+    faulthandler.enable()
+    mountpoint = os.path.abspath(args.mountpoint)
+    try:
+        check_environment(mountpoint, args.objects)
+    except SetupError as error:
+        print(f"iterfs: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+    with ViewSet(args.objects) as views:
+        if not views.views:
+            print(f"iterfs: no view in {args.objects} could be loaded", file=sys.stderr)
+            return 1
+        fs = IterFS(views.views)
+        options = set(pyfuse3.default_options) | set(MOUNT_OPTIONS) | set(args.options)
+        if args.debug:
+            options.add("debug")
+        try:
+            pyfuse3.init(fs, mountpoint, options)
+        except RuntimeError as error:
+            print(f"iterfs: cannot mount {mountpoint}: {error}", file=sys.stderr)
+            return 1
+        log.info("mounted %s: %s", mountpoint, ", ".join(v.name for v in views.views))
+        try:
+            notify_ready()
+            trio.run(serve)
+        finally:
+            fs.close_all()
+            pyfuse3.close(unmount=True)
+        log.info("unmounted %s", mountpoint)
+    return 0

@@ -1,0 +1,313 @@
+"""The filesystem: paths and inodes on one side, views and iterator links on the other.
+
+    /                     directory of views
+    /<view>               a file: open() attaches the view's program
+    /<view>/              a directory for a task view: self and one file per process
+    /<view>/<pid>         open() attaches with linfo.task.pid (tid for a thread)
+
+Inode numbers are computed, never stored: view i is 2 + i; the file for key k (a
+pid, or SELF) in view i is (i + 1) << 32 | k. Only open files keep state.
+"""
+
+import errno
+import functools
+import logging
+import os
+import stat
+import time
+
+import pyfuse3
+import trio
+
+from . import processes
+
+log = logging.getLogger("iterfs.fs")
+
+ROOT_INODE = pyfuse3.ROOT_INODE
+FIRST_VIEW_INODE = 2
+SELF = 0xFFFF_FFFF
+SELF_NAME = b"self"
+
+# Views only change when the daemon restarts; a process can exit at any time.
+VIEW_TIMEOUT = 60.0
+PROCESS_TIMEOUT = 1.0
+SKIP_CHUNK = 1 << 20
+
+
+def fuse_operation(method):
+    """Turn every failure into an errno for the caller: the daemon must outlive
+    whatever a reader does, and a traceback must never reach pyfuse3's loop."""
+    @functools.wraps(method)
+    async def wrapper(self, *args, **kwargs):
+        try:
+            return await method(self, *args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except OSError as error:
+            code = error.errno or errno.EIO
+            if code not in (errno.ENOENT, errno.ESRCH):
+                log.error("%s: %s", method.__name__, error)
+            raise pyfuse3.FUSEError(errno.ENOENT if code == errno.ESRCH else code)
+        except Exception:
+            log.exception("%s failed", method.__name__)
+            raise pyfuse3.FUSEError(errno.EIO)
+    return wrapper
+
+
+def read_only(method):
+    @functools.wraps(method)
+    async def wrapper(self, *args, **kwargs):
+        raise pyfuse3.FUSEError(errno.EROFS)
+    return wrapper
+
+
+class OpenIterator:
+    """An open file: the link attached at open() and the iterator it streams from."""
+
+    def __init__(self, link):
+        self.link = link
+        self.stream = link.open()
+        self.offset = 0
+        self.lock = trio.Lock()
+
+    def read(self, offset, size):
+        """Blocking: runs in a worker thread while the event loop serves others."""
+        if offset != self.offset:
+            self._move_to(offset)
+        data = self.stream.fill(size)
+        self.offset += len(data)
+        return data
+
+    def _move_to(self, offset):
+        # An iterator cannot seek: going back means walking again from the start.
+        if offset < self.offset:
+            self.stream.close()
+            self.stream = self.link.open()
+            self.offset = 0
+        while self.offset < offset:
+            skipped = len(self.stream.fill(min(offset - self.offset, SKIP_CHUNK)))
+            if not skipped:
+                break
+            self.offset += skipped
+
+    def close(self):
+        try:
+            self.stream.close()
+        finally:
+            self.link.close()
+
+
+class IterFS(pyfuse3.Operations):
+    def __init__(self, views):
+        super().__init__()
+        self.views = list(views)
+        self._by_name = {v.name.encode(): i for i, v in enumerate(self.views)}
+        self._pid_max = processes.read_pid_max()
+        self._mounted_ns = time.time_ns()
+        self._open = {}
+        self._directories = {}
+        self._next_handle = 1
+
+    # -- inodes -----------------------------------------------------------
+
+    def _view_inode(self, index):
+        return FIRST_VIEW_INODE + index
+
+    def _entry_inode(self, index, key):
+        return (index + 1) << 32 | key
+
+    def _resolve(self, inode):
+        """(view index or None, key or None) for an inode; ENOENT if unknown."""
+        if inode == ROOT_INODE:
+            return None, None
+        if inode < 1 << 32:
+            index = inode - FIRST_VIEW_INODE
+            if 0 <= index < len(self.views):
+                return index, None
+        else:
+            index, key = (inode >> 32) - 1, inode & 0xFFFF_FFFF
+            if index < len(self.views) and self.views[index].per_process:
+                return index, key
+        raise pyfuse3.FUSEError(errno.ENOENT)
+
+    def _attributes(self, inode, mode, timeout):
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = inode
+        attr.st_mode = mode
+        attr.st_nlink = 2 if stat.S_ISDIR(mode) else 1
+        attr.st_uid = attr.st_gid = 0
+        attr.st_size = 0
+        attr.st_blksize = 4096
+        attr.st_blocks = 0
+        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self._mounted_ns
+        attr.entry_timeout = attr.attr_timeout = timeout
+        return attr
+
+    def _root_attributes(self):
+        attr = self._attributes(ROOT_INODE, stat.S_IFDIR | 0o555, VIEW_TIMEOUT)
+        attr.st_nlink = 2 + sum(v.per_process for v in self.views)
+        return attr
+
+    def _view_attributes(self, index):
+        mode = stat.S_IFDIR | 0o555 if self.views[index].per_process else stat.S_IFREG | 0o444
+        return self._attributes(self._view_inode(index), mode, VIEW_TIMEOUT)
+
+    def _entry_attributes(self, index, key):
+        return self._attributes(self._entry_inode(index, key), stat.S_IFREG | 0o444,
+                                PROCESS_TIMEOUT)
+
+    def _process_exists(self, key):
+        return key == SELF or processes.exists(key)
+
+    # -- lookups ----------------------------------------------------------
+
+    @fuse_operation
+    async def lookup(self, parent_inode, name, ctx=None):
+        index, key = self._resolve(parent_inode)
+        if index is None:
+            if name in self._by_name:
+                return self._view_attributes(self._by_name[name])
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        if key is not None or not self.views[index].per_process:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        key = SELF if name == SELF_NAME else processes.parse_pid(name, self._pid_max)
+        if key is None or not self._process_exists(key):
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self._entry_attributes(index, key)
+
+    @fuse_operation
+    async def getattr(self, inode, ctx=None):
+        index, key = self._resolve(inode)
+        if index is None:
+            return self._root_attributes()
+        if key is None:
+            return self._view_attributes(index)
+        if not self._process_exists(key):
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self._entry_attributes(index, key)
+
+    @fuse_operation
+    async def opendir(self, inode, ctx):
+        index, key = self._resolve(inode)
+        if index is None:
+            entries = [(v.name.encode(), self._view_attributes(i))
+                       for i, v in enumerate(self.views)]
+        elif key is None and self.views[index].per_process:
+            entries = [(SELF_NAME, self._entry_attributes(index, SELF))]
+            entries += [(str(pid).encode(), self._entry_attributes(index, pid))
+                        for pid in processes.live_processes()]
+        else:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        # A snapshot, so that offsets stay meaningful across readdir calls.
+        handle = self._new_handle()
+        self._directories[handle] = entries
+        return handle
+
+    @fuse_operation
+    async def readdir(self, fh, start_id, token):
+        entries = self._directories[fh]
+        for offset in range(start_id, len(entries)):
+            name, attr = entries[offset]
+            if not pyfuse3.readdir_reply(token, name, attr, offset + 1):
+                break
+
+    @fuse_operation
+    async def releasedir(self, fh):
+        self._directories.pop(fh, None)
+
+    # -- files ------------------------------------------------------------
+
+    @fuse_operation
+    async def open(self, inode, flags, ctx):
+        if flags & os.O_ACCMODE != os.O_RDONLY or flags & (os.O_TRUNC | os.O_CREAT):
+            raise pyfuse3.FUSEError(errno.EROFS)
+        index, key = self._resolve(inode)
+        if index is None or (key is None and self.views[index].per_process):
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        view = self.views[index]
+        if key is None:
+            link = view.attach()
+        else:
+            link = self._attach_process(view, ctx.pid if key == SELF else key, key == SELF)
+        try:
+            opened = OpenIterator(link)
+        except BaseException:
+            link.close()
+            raise
+        handle = self._new_handle()
+        self._open[handle] = opened
+        return pyfuse3.FileInfo(fh=handle, direct_io=True, keep_cache=False)
+
+    def _attach_process(self, view, task_id, whole_process):
+        """Attach for a process (its tgid) or, for a thread's own id, that thread."""
+        tgid = processes.thread_group(task_id)
+        if whole_process or tgid == task_id:
+            return view.attach(pid=tgid)
+        return view.attach(tid=task_id)
+
+    @fuse_operation
+    async def read(self, fh, off, size):
+        opened = self._open[fh]
+        async with opened.lock:
+            return await trio.to_thread.run_sync(opened.read, off, size)
+
+    @fuse_operation
+    async def release(self, fh):
+        opened = self._open.pop(fh)
+        async with opened.lock:
+            opened.close()
+
+    @fuse_operation
+    async def flush(self, fh):
+        pass
+
+    def _new_handle(self):
+        handle = self._next_handle
+        self._next_handle += 1
+        return handle
+
+    def close_all(self):
+        """Close every iterator and link still open, at unmount."""
+        for opened in self._open.values():
+            opened.close()
+        self._open.clear()
+        self._directories.clear()
+
+    # -- everything else --------------------------------------------------
+
+    @fuse_operation
+    async def statfs(self, ctx):
+        result = pyfuse3.StatvfsData()
+        result.f_bsize = result.f_frsize = 4096
+        result.f_namemax = 255
+        return result
+
+    @fuse_operation
+    async def access(self, inode, mode, ctx):
+        self._resolve(inode)
+        if mode & os.W_OK:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        return True
+
+    @fuse_operation
+    async def getxattr(self, inode, name, ctx):
+        self._resolve(inode)
+        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+
+    @fuse_operation
+    async def listxattr(self, inode, ctx):
+        self._resolve(inode)
+        return []
+
+    setattr = read_only(pyfuse3.Operations.setattr)
+    mknod = read_only(pyfuse3.Operations.mknod)
+    mkdir = read_only(pyfuse3.Operations.mkdir)
+    unlink = read_only(pyfuse3.Operations.unlink)
+    rmdir = read_only(pyfuse3.Operations.rmdir)
+    symlink = read_only(pyfuse3.Operations.symlink)
+    rename = read_only(pyfuse3.Operations.rename)
+    link = read_only(pyfuse3.Operations.link)
+    create = read_only(pyfuse3.Operations.create)
+    write = read_only(pyfuse3.Operations.write)
+    setxattr = read_only(pyfuse3.Operations.setxattr)
+    removexattr = read_only(pyfuse3.Operations.removexattr)
