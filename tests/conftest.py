@@ -1,0 +1,172 @@
+"""Fixtures: real mounts of iterfs served by a real daemon, and real processes."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+OBJECTS = ROOT / "build" / "progs"
+TEST_OBJECTS = ROOT / "build" / "tests"
+MOUNT_PY = ROOT / "mount.py"
+MOUNT_TIMEOUT = 30
+
+
+class Daemon:
+    """mount.py running as a child process, with its stderr kept in a file."""
+
+    def __init__(self, mountpoint, *args, objects=OBJECTS):
+        self.mountpoint = Path(mountpoint)
+        self.log_path = self.mountpoint.parent / f"{self.mountpoint.name}.log"
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, str(MOUNT_PY), str(self.mountpoint),
+             "--objects", str(objects), *args],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        self.pid = self.process.pid
+
+    def wait_mounted(self):
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while not os.path.ismount(self.mountpoint):
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited {self.process.returncode}: {self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not mounted after {MOUNT_TIMEOUT}s: {self.log()}")
+            time.sleep(0.01)
+        return self
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self):
+        """Unmount however the test left things, and return the exit status."""
+        subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            status = self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            status = self.process.wait()
+        self._log.close()
+        return status
+
+    def fd_count(self):
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def program_ids(self):
+        """Ids of the BPF programs the daemon holds, from its fds' fdinfo."""
+        ids = set()
+        for fd in os.listdir(f"/proc/{self.pid}/fd"):
+            try:
+                with open(f"/proc/{self.pid}/fdinfo/{fd}") as f:
+                    for line in f:
+                        if line.startswith("prog_id:"):
+                            ids.add(int(line.split()[1]))
+            except FileNotFoundError:
+                pass
+        return ids
+
+
+def iterator_links(program_ids):
+    """Iterator links in the kernel whose program is one of these."""
+    out = subprocess.run(["bpftool", "-j", "link", "list"], check=True,
+                         capture_output=True, text=True).stdout
+    return [link for link in json.loads(out or "[]")
+            if link.get("type") == "iter" and link.get("prog_id") in program_ids]
+
+
+@contextlib.contextmanager
+def running_daemon(path, *args, objects=OBJECTS):
+    """A live mount at `path`. On the way out it unmounts, even after a failure,
+    then asserts that the daemon exited 0."""
+    path.mkdir(exist_ok=True)
+    daemon = Daemon(path, *args, objects=objects)
+    try:
+        yield daemon.wait_mounted()
+    finally:
+        status = daemon.stop()
+        assert status == 0, f"daemon exited {status}: {daemon.log()}"
+
+
+@pytest.fixture(scope="module")
+def mount(tmp_path_factory):
+    """One mount shared by a module's tests."""
+    with running_daemon(tmp_path_factory.mktemp("iterfs") / "mnt") as daemon:
+        yield daemon
+
+
+@pytest.fixture
+def fresh_mount(tmp_path):
+    """A mount of the test's own, for tests that stop or strain the daemon."""
+    with running_daemon(tmp_path / "mnt") as daemon:
+        yield daemon
+
+
+HOLDER = r"""
+import os, socket, sys, select, tempfile
+files = []
+d = tempfile.mkdtemp()
+for name in ("plain", "with space", "new\nline", "deleted"):
+    files.append(open(os.path.join(d, name), "w"))
+os.unlink(os.path.join(d, "deleted"))
+r, w = os.pipe()
+a, b = socket.socketpair()
+ep = select.epoll()
+mem = os.memfd_create("holder")
+devnull = os.open("/dev/null", os.O_RDONLY)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def holder():
+    """A process holding files of every kind readlink names differently."""
+    process = subprocess.Popen([sys.executable, "-c", HOLDER], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def process_fds(pid):
+    """{fd: path} as readlink /proc/<pid>/fd/* shows them."""
+    result = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            result[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            pass
+    return result
+
+
+def escape_newlines(path):
+    """How iterfs writes a path, as /proc/<pid>/maps does: '\\n' as \\012."""
+    return path.replace("\n", "\\012")
+
+
+def parse_task_file(text):
+    lines = text.splitlines()
+    assert lines[0].split() == ["tgid", "pid", "fd", "path"]
+    rows = []
+    for line in lines[1:]:
+        tgid, pid, fd, path = line.split(None, 3)
+        rows.append((int(tgid), int(pid), int(fd), path))
+    return rows
+
+
+def kill_quietly(process):
+    try:
+        process.send_signal(signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
