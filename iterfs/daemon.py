@@ -1,6 +1,7 @@
 """The daemon: check the machine, load the views, mount, serve until told to stop."""
 
 import argparse
+import errno
 import faulthandler
 import logging
 import os
@@ -73,12 +74,16 @@ def check_environment(mountpoint, objects):
     except FileNotFoundError:
         raise SetupError("/dev/fuse is missing: load the fuse module (modprobe fuse)")
     try:
-        if not os.path.isdir(mountpoint):
-            raise SetupError(f"mount point {mountpoint} is not a directory")
-    except OSError as error:
-        raise SetupError(f"mount point {mountpoint}: {error.strerror}")
-    if not os.path.lexists(mountpoint):
+        mode = os.stat(mountpoint).st_mode
+    except FileNotFoundError:
         raise SetupError(f"mount point {mountpoint} does not exist")
+    except OSError as error:
+        if error.errno == errno.ENOTCONN:
+            raise SetupError(f"mount point {mountpoint} is a dead FUSE mount: "
+                             f"detach it with fusermount3 -u -z {mountpoint}")
+        raise SetupError(f"mount point {mountpoint}: {error.strerror}")
+    if not stat.S_ISDIR(mode):
+        raise SetupError(f"mount point {mountpoint} is not a directory")
     if os.path.ismount(mountpoint):
         raise SetupError(f"mount point {mountpoint} is already a mount")
     if not objects.is_dir() or not any(objects.glob("*.bpf.o")):

@@ -1,0 +1,157 @@
+"""tcp6: /proc/net/tcp6 reproduced by a BPF program, compared line for line."""
+
+import os
+import re
+import socket
+import time
+
+import pytest
+
+HEADER = ("  sl  local_address                         remote_address                        "
+          "st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode")
+TIMER = re.compile(r"^(\s*\d+: \S+ \S+ \S\S \S+ \S\S:)[0-9A-F]{8}")
+TCP_DEFER_ACCEPT = 9
+
+
+def normalised(text):
+    """Lines with the timer column blanked: it ticks between two reads."""
+    return [TIMER.sub(r"\1--------", line) for line in text.splitlines()]
+
+
+def read_quiet(path, attempts=10):
+    """/proc/net/tcp6 and iterfs's, read at a moment when /proc did not change."""
+    for _ in range(attempts):
+        before = normalised(open("/proc/net/tcp6").read())
+        ours = normalised(open(path).read())
+        after = normalised(open("/proc/net/tcp6").read())
+        if before == after:
+            return before, ours
+        time.sleep(0.05)
+    pytest.fail("/proc/net/tcp6 kept changing")
+
+
+class Sockets:
+    """TCP sockets in every state /proc/net/tcp6 distinguishes, closed at exit."""
+
+    def __init__(self):
+        self.all = []
+
+    def keep(self, *socks):
+        self.all.extend(socks)
+        return socks[0] if len(socks) == 1 else socks
+
+    def listener(self, family=socket.AF_INET6, host="::1", backlog=16):
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.bind((host, 0))
+        s.listen(backlog)
+        return self.keep(s)
+
+    def pair(self, listener, host="::1"):
+        client = socket.create_connection((host, listener.getsockname()[1]))
+        server, _ = listener.accept()
+        return self.keep(client, server)
+
+    def close(self):
+        for s in self.all:
+            s.close()
+
+
+@pytest.fixture
+def sockets():
+    s = Sockets()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def every_state(sockets):
+    listener = sockets.listener()
+    sockets.listener(host="::")
+    sockets.listener(family=socket.AF_INET, host="127.0.0.1")   # not shown in tcp6
+    for _ in range(3):
+        sockets.pair(listener)
+    client, _ = sockets.pair(listener)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)       # keepalive timer
+    client, _ = sockets.pair(listener)
+    client.send(b"x" * 3000)                                            # rx_queue
+    client, server = sockets.pair(sockets.listener())
+    server.close()                      # FIN_WAIT2, orphaned: inode 0; client CLOSE_WAIT
+    client, server = sockets.pair(sockets.listener())
+    client.close()
+    server.close()                      # the client's side goes to TIME_WAIT
+    deferred = sockets.listener()
+    deferred.setsockopt(socket.IPPROTO_TCP, TCP_DEFER_ACCEPT, 30)
+    sockets.keep(socket.create_connection(("::1", deferred.getsockname()[1])))  # SYN_RECV
+    sockets.keep(socket.create_connection(("::1", listener.getsockname()[1])))  # unaccepted
+    sockets.pair(sockets.listener(host="::"), host="127.0.0.1")   # IPv4-mapped addresses
+    time.sleep(0.2)
+
+
+def test_same_lines_as_proc(mount, sockets):
+    every_state(sockets)
+    proc, ours = read_quiet(mount.mountpoint / "tcp6")
+    assert ours[0] == HEADER == proc[0]
+    assert ours == proc
+    states = {line.split()[3] for line in ours[1:]}
+    assert {"01", "06", "08", "0A", "05", "03"} <= states, states
+
+
+def test_rows_match_by_inode(mount, sockets):
+    """Each of the test's sockets has its own /proc line, found by inode."""
+    every_state(sockets)
+    proc, ours = read_quiet(mount.mountpoint / "tcp6")
+
+    def by_key(lines):
+        rows = {}
+        for line in lines[1:]:
+            fields = line.split()
+            key = fields[9] if fields[9] != "0" else tuple(fields[1:4])
+            rows[key] = line.split(":", 1)[1]     # without sl: it is checked apart
+        return rows
+
+    inodes = {str(os.fstat(s.fileno()).st_ino) for s in sockets.all
+              if s.family == socket.AF_INET6 and s.fileno() >= 0}
+    ours_rows, proc_rows = by_key(ours), by_key(proc)
+    assert inodes <= ours_rows.keys()
+    assert ours_rows == proc_rows
+
+
+def test_sl_counts_only_ipv6_sockets(mount, sockets):
+    v4 = sockets.listener(family=socket.AF_INET, host="127.0.0.1")
+    for _ in range(5):
+        sockets.pair(v4, host="127.0.0.1")
+    listener = sockets.listener()
+    for _ in range(5):
+        sockets.pair(listener)
+    lines = open(mount.mountpoint / "tcp6").read().splitlines()[1:]
+    assert [int(line.split(":")[0]) for line in lines] == list(range(len(lines)))
+    assert len(lines) >= 11
+
+
+def test_empty_table_still_has_header(mount):
+    text = open(mount.mountpoint / "tcp6").read()
+    assert text.splitlines()[0] == HEADER
+
+
+def read_in_chunks(path, size):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, size):
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
+    finally:
+        os.close(fd)
+
+
+def test_thousands_of_sockets_stream_in_any_read_size(mount, sockets):
+    listener = sockets.listener(backlog=4096)
+    for _ in range(1500):
+        sockets.pair(listener)
+    proc = normalised(open("/proc/net/tcp6").read())
+    assert len(proc) > 3000
+    for size in (4096, 1 << 20, 333):
+        text = read_in_chunks(mount.mountpoint / "tcp6", size)
+        assert text.endswith("\n")
+        assert normalised(text) == proc, f"read size {size}"
