@@ -264,6 +264,8 @@ class IteratorStream(io.RawIOBase):
                 return os.readv(self._fd, [buffer])
             except BlockingIOError:
                 continue
+            except OSError as error:
+                raise _error(f"read iterator {self.name}", error.errno) from error
         raise BpfError(errno.EAGAIN, f"read iterator {self.name}: no progress")
 
     def fill(self, size):

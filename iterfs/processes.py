@@ -1,5 +1,6 @@
 """Processes and threads as /proc names them: strict pid names, tgid lookup."""
 
+import errno
 import os
 import re
 
@@ -35,7 +36,7 @@ def thread_group(tid):
                     return int(line[5:])
     except (FileNotFoundError, ProcessLookupError):
         pass
-    raise ProcessLookupError(f"no process or thread {tid}")
+    raise ProcessLookupError(errno.ESRCH, f"no process or thread {tid}")
 
 
 def live_processes():

@@ -92,6 +92,7 @@ def running_daemon(path, *args, objects=OBJECTS):
     finally:
         status = daemon.stop()
         assert status == 0, f"daemon exited {status}: {daemon.log()}"
+        assert "Traceback" not in daemon.log(), daemon.log()
 
 
 @pytest.fixture(scope="module")

@@ -106,6 +106,40 @@ def test_dead_process_is_enoent(mount):
     assert gone.value.errno == errno.ENOENT
 
 
+def test_process_gone_between_lookup_and_open_is_enoent(mount):
+    child = subprocess.Popen(["sleep", "60"])
+    path = mount.mountpoint / "task_file" / str(child.pid)
+    os.stat(path)                   # the kernel now caches this name for a moment
+    child.kill()
+    child.wait()
+    with pytest.raises(OSError) as gone:
+        open(path).close()
+    assert gone.value.errno == errno.ENOENT
+
+
+def test_thread_is_openable_but_not_listed(mount):
+    started, finish = threading.Event(), threading.Event()
+    tids = []
+
+    def thread():
+        tids.append(threading.get_native_id())
+        started.set()
+        finish.wait()
+
+    worker = threading.Thread(target=thread)
+    worker.start()
+    try:
+        started.wait()
+        tid = tids[0]
+        assert str(tid) not in os.listdir(mount.mountpoint / "task_file")
+        rows = parse_task_file((mount.mountpoint / "task_file" / str(tid)).read_text())
+    finally:
+        finish.set()
+        worker.join()
+    assert {(tgid, pid) for tgid, pid, _, _ in rows} == {(os.getpid(), tid)}
+    assert {fd for _, _, fd, _ in rows} >= {0, 1, 2}
+
+
 def test_process_exiting_while_open_ends_cleanly(mount):
     child = subprocess.Popen(["sleep", "60"])
     with open(mount.mountpoint / "task_file" / str(child.pid)) as f:
