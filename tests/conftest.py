@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 OBJECTS = ROOT / "build" / "progs"
+VIEWS = sorted(p.name[:-len(".bpf.c")] for p in (ROOT / "progs").glob("*.bpf.c"))
 TEST_OBJECTS = ROOT / "build" / "tests"
 MOUNT_PY = ROOT / "mount.py"
 MOUNT_TIMEOUT = 30
@@ -171,3 +172,29 @@ def kill_quietly(process):
     except ProcessLookupError:
         pass
     process.wait()
+
+
+def read_in_chunks(path, size):
+    """The whole file through os.read() calls of `size` bytes, as netstat reads."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, size):
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
+    finally:
+        os.close(fd)
+
+
+def read_quiet(proc_path, our_path, normalise=lambda lines: lines, attempts=10):
+    """(proc lines, our lines), read at a moment when the /proc file did not
+    change between a read before and a read after ours. `normalise` maps a
+    list of lines to what should compare equal (timer columns blanked...)."""
+    for _ in range(attempts):
+        before = normalise(Path(proc_path).read_text().splitlines())
+        ours = normalise(Path(our_path).read_text().splitlines())
+        after = normalise(Path(proc_path).read_text().splitlines())
+        if before == after:
+            return before, ours
+        time.sleep(0.05)
+    pytest.fail(f"{proc_path} kept changing")

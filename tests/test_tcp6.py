@@ -7,27 +7,21 @@ import time
 
 import pytest
 
+from conftest import read_in_chunks, read_quiet
+
 HEADER = ("  sl  local_address                         remote_address                        "
           "st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode")
 TIMER = re.compile(r"^(\s*\d+: \S+ \S+ \S\S \S+ \S\S:)[0-9A-F]{8}")
 TCP_DEFER_ACCEPT = 9
 
 
-def normalised(text):
+def normalised(lines):
     """Lines with the timer column blanked: it ticks between two reads."""
-    return [TIMER.sub(r"\1--------", line) for line in text.splitlines()]
+    return [TIMER.sub(r"\1--------", line) for line in lines]
 
 
-def read_quiet(path, attempts=10):
-    """/proc/net/tcp6 and iterfs's, read at a moment when /proc did not change."""
-    for _ in range(attempts):
-        before = normalised(open("/proc/net/tcp6").read())
-        ours = normalised(open(path).read())
-        after = normalised(open("/proc/net/tcp6").read())
-        if before == after:
-            return before, ours
-        time.sleep(0.05)
-    pytest.fail("/proc/net/tcp6 kept changing")
+def read_tcp6(mount):
+    return read_quiet("/proc/net/tcp6", mount.mountpoint / "tcp6", normalised)
 
 
 class Sockets:
@@ -90,7 +84,7 @@ def every_state(sockets):
 
 def test_same_lines_as_proc(mount, sockets):
     every_state(sockets)
-    proc, ours = read_quiet(mount.mountpoint / "tcp6")
+    proc, ours = read_tcp6(mount)
     assert ours[0] == HEADER == proc[0]
     assert ours == proc
     states = {line.split()[3] for line in ours[1:]}
@@ -100,7 +94,7 @@ def test_same_lines_as_proc(mount, sockets):
 def test_rows_match_by_inode(mount, sockets):
     """Each of the test's sockets has its own /proc line, found by inode."""
     every_state(sockets)
-    proc, ours = read_quiet(mount.mountpoint / "tcp6")
+    proc, ours = read_tcp6(mount)
 
     def by_key(lines):
         rows = {}
@@ -134,24 +128,13 @@ def test_empty_table_still_has_header(mount):
     assert text.splitlines()[0] == HEADER
 
 
-def read_in_chunks(path, size):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = []
-        while chunk := os.read(fd, size):
-            chunks.append(chunk)
-        return b"".join(chunks).decode()
-    finally:
-        os.close(fd)
-
-
 def test_thousands_of_sockets_stream_in_any_read_size(mount, sockets):
     listener = sockets.listener(backlog=4096)
     for _ in range(1500):
         sockets.pair(listener)
-    proc = normalised(open("/proc/net/tcp6").read())
+    proc = normalised(open("/proc/net/tcp6").read().splitlines())
     assert len(proc) > 3000
     for size in (4096, 1 << 20, 333):
         text = read_in_chunks(mount.mountpoint / "tcp6", size)
         assert text.endswith("\n")
-        assert normalised(text) == proc, f"read size {size}"
+        assert normalised(text.splitlines()) == proc, f"read size {size}"
