@@ -24,11 +24,12 @@ PROGRAMS := $(patsubst progs/%.bpf.c,$(BUILD)/progs/%.bpf.o,$(wildcard progs/*.b
 TEST_PROGRAMS := $(patsubst tests/progs/%.bpf.c,$(BUILD)/tests/%.bpf.o,\
 	$(wildcard tests/progs/*.bpf.c))
 
-.PHONY: help setup system venv programs run test clean FORCE
+.PHONY: help setup system venv programs run test bench clean FORCE
 
 help:
 	@echo "make run    set up, then mount iterfs at $(MOUNTPOINT) in the foreground"
 	@echo "make test   set up, then run the test suite"
+	@echo "make bench  set up, then run the benchmarks in bench/"
 	@echo "make setup  install packages, create $(VENV), build the BPF programs"
 	@echo "make clean  remove $(BUILD) and $(VENV)"
 
@@ -86,6 +87,9 @@ run: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest tests
+
+bench: setup
+	$(VENV)/bin/python bench/tcp6.py
 
 clean:
 	rm -rf $(BUILD) $(VENV)

@@ -9,6 +9,7 @@ Inode numbers are computed, never stored: view i is 2 + i; the file for key k (a
 pid, or SELF) in view i is (i + 1) << 32 | k. Only open files keep state.
 """
 
+import concurrent.futures
 import errno
 import functools
 import logging
@@ -17,9 +18,9 @@ import stat
 import time
 
 import pyfuse3
-import trio
 
 from . import processes
+from .streaming import OpenIterator
 
 log = logging.getLogger("iterfs.fs")
 
@@ -31,7 +32,8 @@ SELF_NAME = b"self"
 # Views only change when the daemon restarts; a process can exit at any time.
 VIEW_TIMEOUT = 60.0
 PROCESS_TIMEOUT = 1.0
-SKIP_CHUNK = 1 << 20
+# Threads that read iterator fds: a read blocks while the kernel runs the program.
+READER_THREADS = 32
 
 
 def fuse_operation(method):
@@ -61,42 +63,6 @@ def read_only(method):
     return wrapper
 
 
-class OpenIterator:
-    """An open file: the link attached at open() and the iterator it streams from."""
-
-    def __init__(self, link):
-        self.link = link
-        self.stream = link.open()
-        self.offset = 0
-        self.lock = trio.Lock()
-
-    def read(self, offset, size):
-        """Blocking: runs in a worker thread while the event loop serves others."""
-        if offset != self.offset:
-            self._move_to(offset)
-        data = self.stream.fill(size)
-        self.offset += len(data)
-        return data
-
-    def _move_to(self, offset):
-        # An iterator cannot seek: going back means walking again from the start.
-        if offset < self.offset:
-            self.stream.close()
-            self.stream = self.link.open()
-            self.offset = 0
-        while self.offset < offset:
-            skipped = len(self.stream.fill(min(offset - self.offset, SKIP_CHUNK)))
-            if not skipped:
-                break
-            self.offset += skipped
-
-    def close(self):
-        try:
-            self.stream.close()
-        finally:
-            self.link.close()
-
-
 class IterFS(pyfuse3.Operations):
     def __init__(self, views):
         super().__init__()
@@ -105,6 +71,8 @@ class IterFS(pyfuse3.Operations):
         self._pid_max = processes.read_pid_max()
         self._mounted_ns = time.time_ns()
         self._open = {}
+        self._readers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=READER_THREADS, thread_name_prefix="iterfs-read")
         self._directories = {}
         self._next_handle = 1
 
@@ -230,7 +198,7 @@ class IterFS(pyfuse3.Operations):
         else:
             link = self._attach_process(view, ctx.pid if key == SELF else key, key == SELF)
         try:
-            opened = OpenIterator(link)
+            opened = OpenIterator(link, self._readers)
         except BaseException:
             link.close()
             raise
@@ -249,13 +217,13 @@ class IterFS(pyfuse3.Operations):
     async def read(self, fh, off, size):
         opened = self._open[fh]
         async with opened.lock:
-            return await trio.to_thread.run_sync(opened.read, off, size)
+            return await opened.read(off, size)
 
     @fuse_operation
     async def release(self, fh):
         opened = self._open.pop(fh)
         async with opened.lock:
-            opened.close()
+            await opened.close()
 
     @fuse_operation
     async def flush(self, fh):
@@ -269,9 +237,10 @@ class IterFS(pyfuse3.Operations):
     def close_all(self):
         """Close every iterator and link still open, at unmount."""
         for opened in self._open.values():
-            opened.close()
+            opened.close_now()
         self._open.clear()
         self._directories.clear()
+        self._readers.shutdown(wait=True)
 
     # -- everything else --------------------------------------------------
 
