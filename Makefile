@@ -11,9 +11,10 @@ BUILD := build
 BTF := /sys/kernel/btf/vmlinux
 
 # clang, bpftool and libbpf build the programs; gcc, pkg-config, libfuse3 and the
-# Python headers build pyfuse3; fuse3 brings fusermount3.
+# Python headers build pyfuse3; fuse3 brings fusermount3; the tests run netstat
+# (net-tools) and unshare, setpriv (util-linux).
 DEBIAN_PACKAGES := clang bpftool libbpf-dev libbpf1 libfuse3-dev fuse3 pkg-config \
-	gcc make python3 python3-dev python3-venv ca-certificates
+	gcc make python3 python3-dev python3-venv ca-certificates net-tools util-linux
 
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/' \
 	-e 's/ppc64le/powerpc/' -e 's/s390x/s390/' -e 's/riscv64/riscv/')
