@@ -46,14 +46,16 @@ static __always_inline void session_end(struct bpf_iter_meta *meta)
 }
 
 /*
- * The header goes out with the first object, or in the final call when there is
- * no object at all, and again if the first object's text is shown a second time.
+ * The header goes out with the first object, or in the final call (no object)
+ * when there was no object at all, and again if the first object's text is
+ * shown a second time. The final call's seq_num cannot tell "no object": the
+ * socket iterators count their start token, so it is then -1, not 0.
  */
 static __always_inline bool session_wants_header(struct session *s,
 						 struct bpf_iter_meta *meta,
 						 const void *object)
 {
-	if (meta->seq_num != 0 || (!object && s->header_done))
+	if (object ? meta->seq_num != 0 : s->header_done)
 		return false;
 	s->header_done = 1;
 	return true;

@@ -22,12 +22,13 @@ MOUNT_TIMEOUT = 30
 class Daemon:
     """mount.py running as a child process, with its stderr kept in a file."""
 
-    def __init__(self, mountpoint, *args, objects=OBJECTS):
+    def __init__(self, mountpoint, *args, objects=OBJECTS, prefix=()):
         self.mountpoint = Path(mountpoint)
         self.log_path = self.mountpoint.parent / f"{self.mountpoint.name}.log"
         self._log = open(self.log_path, "wb")
+        # prefix: a command that execs the daemon, e.g. unshare --net
         self.process = subprocess.Popen(
-            [sys.executable, str(MOUNT_PY), str(self.mountpoint),
+            [*prefix, sys.executable, str(MOUNT_PY), str(self.mountpoint),
              "--objects", str(objects), *args],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
         self.pid = self.process.pid
@@ -83,11 +84,11 @@ def iterator_links(program_ids):
 
 
 @contextlib.contextmanager
-def running_daemon(path, *args, objects=OBJECTS):
+def running_daemon(path, *args, objects=OBJECTS, prefix=()):
     """A live mount at `path`. On the way out it unmounts, even after a failure,
     then asserts that the daemon exited 0."""
     path.mkdir(exist_ok=True)
-    daemon = Daemon(path, *args, objects=objects)
+    daemon = Daemon(path, *args, objects=objects, prefix=prefix)
     try:
         yield daemon.wait_mounted()
     finally:
@@ -186,13 +187,15 @@ def read_in_chunks(path, size):
         os.close(fd)
 
 
-def read_quiet(proc_path, our_path, normalise=lambda lines: lines, attempts=10):
+def read_quiet(proc_path, our_path, normalise=lambda lines: lines, attempts=10,
+               read=lambda path: Path(path).read_text()):
     """(proc lines, our lines), read at a moment when the /proc file did not
     change between a read before and a read after ours. `normalise` maps a
-    list of lines to what should compare equal (timer columns blanked...)."""
+    list of lines to what should compare equal (timer columns blanked...);
+    `read` reads our file (whole, by default)."""
     for _ in range(attempts):
         before = normalise(Path(proc_path).read_text().splitlines())
-        ours = normalise(Path(our_path).read_text().splitlines())
+        ours = normalise(read(our_path).splitlines())
         after = normalise(Path(proc_path).read_text().splitlines())
         if before == after:
             return before, ours
