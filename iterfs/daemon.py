@@ -23,6 +23,7 @@ DEFAULT_OBJECTS = Path(__file__).resolve().parent.parent / "build" / "progs"
 MOUNT_OPTIONS = ("fsname=iterfs", "subtype=iterfs", "ro", "nosuid", "nodev", "noexec")
 CAPABILITIES = {"CAP_SYS_ADMIN": 21, "CAP_BPF": 39}
 EXIT_USAGE = 2
+SHUTDOWN_GRACE = 2.0
 
 
 class SetupError(Exception):
@@ -103,16 +104,24 @@ def notify_ready():
 
 async def serve():
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(stop_on_signal)
+        nursery.start_soon(stop_on_signal, nursery.cancel_scope)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
 
-async def stop_on_signal():
+async def stop_on_signal(scope):
+    """The first signal lets requests in progress finish, for SHUTDOWN_GRACE
+    seconds at most; a second one cancels them at once."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
-            log.info("%s: unmounting", signal.Signals(signum).name)
-            pyfuse3.terminate()
+            if scope.deadline == float("inf"):
+                log.info("%s: unmounting", signal.Signals(signum).name)
+                pyfuse3.terminate()
+                scope.deadline = trio.current_time() + SHUTDOWN_GRACE
+            else:
+                log.info("%s again: cancelling requests in progress",
+                         signal.Signals(signum).name)
+                scope.cancel()
 
 
 def main(argv=None):

@@ -1,18 +1,22 @@
 """An open file: its iterator link, the iterator it streams from, and read-ahead.
 
 Reading an iterator fd blocks while the kernel runs the program over the next
-objects, so every read of the fd happens in a worker thread and the event loop
-keeps serving other requests. After answering a read, the next chunk is read
-ahead in the background: the kernel walks on while the reader digests what it
-got, and small reads (netstat reads 4 KiB at a time) are answered from memory.
-At most READ_AHEAD bytes beyond what was asked for are held per open file.
+objects. So each open file has a pump: a worker thread that reads the iterator
+into a bounded buffer while the event loop answers FUSE requests from it. The
+kernel walks on while a reader digests what it got and the reply travels back,
+and small reads (netstat reads 4 KiB at a time) are answered from memory. The
+pump stops when READ_AHEAD bytes wait unread, so a reader that pauses holds no
+thread, and at most READ_AHEAD bytes (or one read's size, if larger) per open
+file.
 """
 
 import concurrent.futures
+import threading
 
 import trio
 
-READ_AHEAD = 128 * 1024
+READ_AHEAD = 512 * 1024
+READ_CHUNK = 64 * 1024     # one read(2) of the iterator fd; the kernel gives <= 32 KiB
 SKIP_CHUNK = 1 << 20
 
 
@@ -29,9 +33,9 @@ async def result_of(future):
 class OpenIterator:
     """One open(): the link attached for it and the iterator read from it.
 
-    The methods are called under `lock`, so one request at a time touches the
-    stream; the read-ahead in flight is the only other user, and every method
-    waits for it before touching the buffer or the stream.
+    Requests call read() and close() under `lock`, one at a time. The pump is the
+    only other user: `_mutex` guards what both touch, and before the stream itself
+    is touched (a seek, close) the pump is stopped.
     """
 
     def __init__(self, link, executor):
@@ -39,62 +43,101 @@ class OpenIterator:
         self.stream = link.open()
         self.lock = trio.Lock()
         self._executor = executor
-        self._offset = 0             # file offset of the first byte of _buffer
+        self._token = trio.lowlevel.current_trio_token()
+        self._mutex = threading.Lock()
         self._buffer = bytearray()   # read from the iterator, not yet returned
+        self._offset = 0             # file offset of the first byte of _buffer
         self._eof = False
-        self._error = None           # what the read-ahead ran into, for the next read
-        self._ahead = None
+        self._error = None           # what the pump ran into
+        self._pumping = False
+        self._stopping = False
+        self._limit = READ_AHEAD     # what the pump may hold: more if a read asks more
+        self._pump = None            # future of the last pump started
+        self._progress = trio.Event()
 
     async def read(self, offset, size):
-        await self._settle()
         if offset != self._offset:
-            await self._in_thread(self._move_to, offset)
-        if len(self._buffer) < size and not self._eof:
-            if self._error is not None and not self._buffer:
-                error, self._error = self._error, None
-                raise error
-            await self._in_thread(self._fill, size - len(self._buffer))
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
+            await self._stop_pump()
+            await result_of(self._executor.submit(self._move_to, offset))
+        while True:
+            self._progress = trio.Event()
+            with self._mutex:
+                self._limit = max(READ_AHEAD, size)
+                ready = len(self._buffer) >= size or self._eof or self._error
+            if ready:
+                break
+            self._start_pump()
+            await self._progress.wait()
+        with self._mutex:
+            if not self._buffer and self._error is not None:
+                raise self._error
+            with memoryview(self._buffer) as view:
+                data = bytes(view[:size])
+            del self._buffer[:size]
         self._offset += len(data)
-        if not self._eof and self._error is None and len(self._buffer) < size:
-            self._ahead = self._executor.submit(
-                self._fill, max(size, READ_AHEAD) - len(self._buffer))
+        self._start_pump()
         return data
 
     async def close(self):
-        await self._settle()
-        self.close_now()
+        await self._stop_pump()
+        self._close_stream()
 
     def close_now(self):
-        """Close without the event loop, once no read-ahead can be running."""
-        if self._ahead is not None:
-            concurrent.futures.wait([self._ahead])
-            self._ahead = None
+        """Close from outside the event loop (at unmount)."""
+        self._stopping = True
+        if self._pump is not None:
+            concurrent.futures.wait([self._pump])
+        self._close_stream()
+
+    def _close_stream(self):
         try:
             self.stream.close()
         finally:
             self.link.close()
 
-    async def _settle(self):
-        if self._ahead is not None:
-            try:
-                await result_of(self._ahead)
-            except OSError as error:
-                self._error = error
-            finally:
-                self._ahead = None
+    def _start_pump(self):
+        with self._mutex:
+            if self._pumping or self._eof or self._error is not None \
+                    or len(self._buffer) >= self._limit:
+                return
+            self._pumping = True
+        self._pump = self._executor.submit(self._run_pump)
 
-    async def _in_thread(self, function, *args):
-        return await result_of(self._executor.submit(function, *args))
+    async def _stop_pump(self):
+        self._stopping = True
+        try:
+            if self._pump is not None:
+                await result_of(self._pump)
+        finally:
+            self._stopping = False
 
-    def _fill(self, size):
-        chunk = self.stream.fill(size)
-        if len(chunk) < size:
-            self._eof = True
-        self._buffer += chunk
+    def _run_pump(self):
+        """Worker thread: read the iterator until the buffer is full or it ends."""
+        try:
+            while True:
+                with self._mutex:
+                    if self._stopping or self._eof or len(self._buffer) >= self._limit:
+                        self._pumping = False
+                        return
+                chunk = self.stream.read(READ_CHUNK)
+                with self._mutex:
+                    self._buffer += chunk
+                    self._eof = not chunk
+                self._wake_reader()
+        except Exception as error:
+            with self._mutex:
+                self._error = error if isinstance(error, OSError) else OSError(str(error))
+                self._pumping = False
+            self._wake_reader()
+
+    def _wake_reader(self):
+        try:
+            self._token.run_sync_soon(self._progress.set)
+        except trio.RunFinishedError:
+            pass     # unmounting: nobody waits any more
 
     def _move_to(self, offset):
+        """Worker thread, pump stopped: make `offset` the next byte to return."""
         if offset < self._offset:
             # An iterator cannot seek back: walk again from the start.
             self.stream.close()

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from conftest import OBJECTS, TEST_OBJECTS, VIEWS, iterator_links, running_daemon
+from conftest import (OBJECTS, TEST_OBJECTS, VIEWS, iterator_links, read_in_chunks,
+                      running_daemon)
 
 
 def test_root_lists_one_view_per_program(mount):
@@ -236,3 +237,44 @@ def test_signal_while_a_reader_holds_files_open(tmp_path):
             f.read()
         with contextlib.suppress(OSError):      # ENOTCONN: nobody serves it now
             f.close()
+
+
+def test_signal_during_a_long_read(slow_mount):
+    """The daemon exits 0, and soon, while a reader is in the middle of a read."""
+    reader = subprocess.Popen([sys.executable, "-c",
+                               "import sys; open(sys.argv[1]).read()",
+                               str(slow_mount.mountpoint / "slow")],
+                              stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        os.kill(slow_mount.pid, signal.SIGTERM)
+        assert slow_mount.process.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        reader.kill()
+        reader.wait()
+
+
+def test_reads_larger_than_read_ahead(fresh_mount):
+    """A file of several MiB read in 1 MiB, 128 KiB and 4 KiB reads is whole."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import socket, sys\n"
+         "held = [socket.socket(socket.AF_INET6) for _ in range(15000)]\n"
+         "for s in held: s.bind(('::1', 0)); s.listen(1)\n"
+         "print('ready', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        texts = {size: read_in_chunks(fresh_mount.mountpoint / "tcp6", size)
+                 for size in (1 << 20, 128 << 10, 4096)}
+    finally:
+        holder.kill()
+        holder.wait()
+    lengths = {size: len(text) for size, text in texts.items()}
+    assert min(lengths.values()) > 2 << 20, lengths
+    for text in texts.values():
+        lines = text.splitlines()
+        assert [int(line.split(":")[0]) for line in lines[1:]] == list(range(len(lines) - 1))
+        assert sum(":" in line and line.split()[3] == "0A" for line in lines) >= 15000
