@@ -118,7 +118,7 @@ def test_sl_counts_only_ipv6_sockets(mount, sockets):
     listener = sockets.listener()
     for _ in range(5):
         sockets.pair(listener)
-    lines = open(mount.mountpoint / "tcp6").read().splitlines()[1:]
+    lines = (mount.mountpoint / "tcp6").read_text().splitlines()[1:]
     assert [int(line.split(":")[0]) for line in lines] == list(range(len(lines)))
     assert len(lines) >= 11
 
