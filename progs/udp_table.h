@@ -1,0 +1,451 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The kernel's UDP table, walked the way /proc/net/udp and /proc/net/udp6 walk
+ * it (net/ipv4/udp.c, udp_get_first and udp_get_next), for the udp and udp6 views.
+ *
+ * The udp iterator visits sockets by udp_table->hash2 (address and port) and
+ * gives that slot as ctx->bucket, but /proc goes through udp_table->hash (port
+ * only) and prints that slot in `sl`: other numbers, in another order. So the
+ * program does not print the iterator's socket. Each call walks on through
+ * udp_table->hash, under RCU, from where the last call stopped, and prints the
+ * lines that fit in the seq_file buffer; the iterator's calls are only the
+ * chances to print, and the final call (no socket) prints what is left.
+ *
+ * A view that includes this file defines udp_show_header() and
+ * udp_show_socket(), and its program calls udp_table_show().
+ */
+#ifndef UDP_TABLE_H
+#define UDP_TABLE_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define AF_INET		2
+#define AF_INET6	10
+
+/* Room kept for one line: /proc's longest (udp6, every number at its widest) is 206. */
+#define UDP_LINE_MAX	256
+/* Steps of one call's walk: every slot of the largest table, and then some. */
+#define UDP_WALK_STEPS	(1 << 20)
+/* Sockets of the iterator's current batch looked through for one line. */
+#define UDP_BATCH_MAX	(1 << 16)
+/* Writes of UDP_LINE_MAX that fill any seq_file buffer (32 KiB with 4 KiB pages). */
+#define UDP_OVERFLOW_WRITES	(1 << 14)
+#define UID_GID_MAP_MAX_BASE_EXTENTS	5
+#define UID_GID_MAP_MAX_EXTENTS		340
+/* from_kuid_munged's answer for an unmapped uid (kernel.overflowuid, by default). */
+#define OVERFLOWUID	65534
+
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* Kernels before 6.18 had no sk_ino and reached the inode through the socket. */
+struct sock___sk_ino {
+	unsigned long sk_ino;
+} __attribute__((preserve_access_index));
+
+/* 6.18 counts a UDP socket's drops in two NUMA halves outside struct sock. */
+struct numa_drop_counters___udp {
+	atomic_t drops0;
+	atomic_t drops1;
+} __attribute__((preserve_access_index));
+
+struct sock___drop_counters {
+	struct numa_drop_counters___udp *sk_drop_counters;
+} __attribute__((preserve_access_index));
+
+/* The udp table per network namespace, since 6.2: without it the view does not load. */
+struct netns_ipv4___udp_table {
+	struct udp_table *udp_table;
+} __attribute__((preserve_access_index));
+
+struct net___udp_table {
+	struct netns_ipv4___udp_table ipv4;
+} __attribute__((preserve_access_index));
+
+/* Since 6.7 the iterator holds a reference on each socket of its current batch. */
+struct bpf_udp_iter_state___batch {
+	unsigned int cur_sk;
+	unsigned int end_sk;
+	void *batch;
+} __attribute__((preserve_access_index));
+
+/* A place in the walk: the next line to print. */
+struct udp_position {
+	__u32 bucket;		/* slot of udp_table->hash, /proc's `sl` */
+	__u32 index;		/* nodes of that slot's chain already passed */
+	__u32 header_done;
+};
+
+/*
+ * One reader's walk. It lives in the map value, which the verifier does not
+ * track, so that the bpf_loop callback's steps leave its states alike.
+ */
+struct udp_walk {
+	struct udp_position next;
+	struct udp_position start;	/* where this call began */
+	__u64 node;		/* the chain node at next.index, 0 at the chain's end */
+	__u32 passed;		/* nodes of that chain walked in this call */
+	__u32 positioned;	/* node and passed are set for next.bucket */
+	__u32 printed;		/* lines this call printed */
+	__u32 overflowed;	/* this call's text is lost */
+};
+
+/* Keyed by the iterator's session id; a reader that closes early leaves its entry to LRU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct udp_walk);
+} udp_walks SEC(".maps");
+
+/* One socket's numbers, as /proc computes them; the view prints them and the addresses. */
+struct udp_line {
+	__u32 bucket;
+	__u32 state;
+	int tx_queue;
+	int rx_queue;
+	__u32 uid;
+	int ref;
+	__u64 inode;
+	__u32 drops;
+};
+
+static void udp_show_header(struct seq_file *seq);
+static void udp_show_socket(struct seq_file *seq, struct udp_sock *up,
+			    const struct udp_line *line);
+
+/* What every line of one call needs to know. */
+struct udp_line_source {
+	__u64 user_ns;		/* seq_user_ns(seq) */
+	__u64 held_batch;	/* the sockets the iterator holds a reference on */
+	__u32 held;
+};
+
+/* What one call knows, for the bpf_loop callback: the same at every step. */
+struct udp_walk_call {
+	struct seq_file *seq;
+	struct udp_walk *walk;
+	struct udp_line_source source;
+	__u64 net;
+	__u64 hash;		/* udp_table->hash */
+	__u32 mask;
+	int family;
+};
+
+static __always_inline bool seq_has_room(struct seq_file *seq)
+{
+	return seq->count + UDP_LINE_MAX < seq->size;
+}
+
+#define SPACES16 "                "
+#define SPACES64 SPACES16 SPACES16 SPACES16 SPACES16
+static const char udp_spaces[UDP_LINE_MAX] = SPACES64 SPACES64 SPACES64 SPACES64;
+
+/* seq_pad(seq, '\n') after seq_setwidth(seq, width) where the line started. */
+static __always_inline void udp_seq_pad(struct seq_file *seq, __u64 start, __u32 width)
+{
+	__u64 used = seq->count - start;
+
+	if (used < width) {
+		__u32 pad = width - used;
+
+		if (pad < sizeof(udp_spaces))
+			bpf_seq_write(seq, udp_spaces, pad);
+	}
+	bpf_seq_write(seq, "\n", 1);
+}
+
+static long udp_overflow_step(__u64 i, void *data)
+{
+	struct seq_file *seq = *(struct seq_file **)data;
+
+	bpf_seq_write(seq, udp_spaces, sizeof(udp_spaces));
+	return seq->count >= seq->size;
+}
+
+/*
+ * Write past the buffer's end, as seq_set_overflow() marks it: the kernel drops
+ * this call's text and calls again, for the same socket or the final call
+ * again, with an empty buffer.
+ */
+static __always_inline void seq_set_overflow(struct seq_file *seq)
+{
+	bpf_loop(UDP_OVERFLOW_WRITES, udp_overflow_step, &seq, 0);
+}
+
+static __always_inline __u64 udp_hslot_first(__u64 hash, __u32 bucket)
+{
+	struct udp_hslot *hslot = (void *)(hash + bucket * bpf_core_type_size(struct udp_hslot));
+
+	return (__u64)BPF_CORE_READ(hslot, head.first);
+}
+
+static __always_inline __u64 hlist_next(__u64 node)
+{
+	return (__u64)BPF_CORE_READ((struct hlist_node *)node, next);
+}
+
+/* sk_del_node_init() clears both links of a socket leaving the table. */
+static __always_inline bool hlist_unhashed(__u64 node)
+{
+	return !BPF_CORE_READ((struct hlist_node *)node, pprev);
+}
+
+struct udp_uid_lookup {
+	__u64 extents;
+	__u32 kuid;
+	__u32 uid;
+};
+
+static long udp_uid_extent(__u64 i, void *data)
+{
+	struct udp_uid_lookup *lookup = data;
+	struct uid_gid_extent *extent = (void *)(lookup->extents + i * sizeof(*extent));
+	__u32 lower_first = BPF_CORE_READ(extent, lower_first);
+
+	if (lookup->kuid - lower_first < BPF_CORE_READ(extent, count)) {
+		lookup->uid = BPF_CORE_READ(extent, first) + (lookup->kuid - lower_first);
+		return 1;
+	}
+	return 0;
+}
+
+/* from_kuid_munged(user_ns, kuid) */
+static __u32 uid_seen_from(__u64 user_ns, __u32 kuid)
+{
+	struct user_namespace *ns = (void *)user_ns;
+	__u32 extents = BPF_CORE_READ(ns, uid_map.nr_extents);
+	struct udp_uid_lookup lookup = { .kuid = kuid, .uid = OVERFLOWUID };
+
+	if (extents <= UID_GID_MAP_MAX_BASE_EXTENTS)
+		lookup.extents = user_ns + bpf_core_field_offset(struct user_namespace, uid_map) +
+				 bpf_core_field_offset(struct uid_gid_map, extent);
+	else	/* sorted by lower_first, as map_id_up() searches it */
+		lookup.extents = (__u64)BPF_CORE_READ(ns, uid_map.reverse);
+	if (extents > UID_GID_MAP_MAX_EXTENTS)
+		extents = UID_GID_MAP_MAX_EXTENTS;
+	bpf_loop(extents, udp_uid_extent, &lookup, 0);
+	return lookup.uid;
+}
+
+static __always_inline __u64 socket_inode(struct sock *sk)
+{
+	struct sock___sk_ino *with_ino = (void *)sk;
+
+	if (bpf_core_field_exists(with_ino->sk_ino))
+		return BPF_CORE_READ(with_ino, sk_ino);
+	return BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+}
+
+/* sk_drops_read() */
+static __always_inline __u32 socket_drops(struct sock *sk)
+{
+	struct sock___drop_counters *with_counters = (void *)sk;
+	struct numa_drop_counters___udp *counters;
+
+	if (bpf_core_field_exists(with_counters->sk_drop_counters)) {
+		counters = BPF_CORE_READ(with_counters, sk_drop_counters);
+		if (counters)
+			return BPF_CORE_READ(counters, drops0.counter) +
+			       BPF_CORE_READ(counters, drops1.counter);
+	}
+	return BPF_CORE_READ(sk, sk_drops.counter);
+}
+
+struct udp_batch_search {
+	__u64 batch;
+	__u64 sk;
+	bool found;
+};
+
+static long udp_batch_item(__u64 i, void *data)
+{
+	struct udp_batch_search *search = data;
+	__u64 item = 0;
+
+	bpf_probe_read_kernel(&item, sizeof(item), (void *)(search->batch + i * sizeof(item)));
+	if (item == search->sk) {
+		search->found = true;
+		return 1;
+	}
+	return 0;
+}
+
+/* The iterator holds a reference on every socket of its batch not yet shown; /proc holds none. */
+static __always_inline int iterator_references(const struct udp_line_source *source, __u64 sk)
+{
+	struct udp_batch_search search = { .batch = source->held_batch, .sk = sk };
+
+	bpf_loop(source->held, udp_batch_item, &search, 0);
+	return search.found;
+}
+
+/*
+ * One socket's numbers. A global function, verified once on its own: inlined
+ * in the walk, its branches multiply with the walk's.
+ */
+__noinline int udp_line_fill(__u64 sk_address, const struct udp_line_source *source,
+			     struct udp_line *line)
+{
+	struct udp_sock *up = bpf_rdonly_cast((void *)sk_address,
+					      bpf_core_type_id_kernel(struct udp_sock));
+	struct sock *sk = &up->inet.sk;
+
+	if (!source || !line)
+		return 0;
+	line->state = sk->__sk_common.skc_state;
+	line->tx_queue = sk->sk_wmem_alloc.refs.counter - 1;			/* sk_wmem_alloc_get() */
+	line->rx_queue = sk->sk_backlog.rmem_alloc.counter - up->forward_deficit; /* udp_rqueue_get() */
+	line->uid = uid_seen_from(source->user_ns, sk->sk_uid.val);
+	line->ref = sk->__sk_common.skc_refcnt.refs.counter - iterator_references(source, sk_address);
+	line->inode = socket_inode(sk);
+	line->drops = socket_drops(sk);
+	return 0;
+}
+
+/* One step of the walk: one node of a chain, or on to the next slot. */
+static long udp_walk_step(__u64 step, void *data)
+{
+	struct udp_walk_call *call = data;
+	struct udp_walk *walk = call->walk;
+	struct sock_common *skc;
+	struct udp_sock *up;
+	struct udp_line line;
+	__u64 sk_address, next;
+
+	if (walk->next.bucket > call->mask)
+		return 1;	/* the whole table is shown */
+	if (!walk->positioned) {
+		walk->node = udp_hslot_first(call->hash, walk->next.bucket);
+		walk->passed = 0;
+		walk->positioned = 1;
+	}
+	if (!walk->node) {
+		walk->next.bucket++;
+		walk->next.index = 0;
+		walk->positioned = 0;
+		return 0;
+	}
+	next = hlist_next(walk->node);
+	if (!next && hlist_unhashed(walk->node)) {
+		/* Closed under us, and its link to the rest of the chain with it. */
+		walk->positioned = 0;
+		return 0;
+	}
+	if (walk->passed < walk->next.index) {	/* back to where the last call stopped */
+		walk->node = next;
+		walk->passed++;
+		return 0;
+	}
+
+	sk_address = walk->node - bpf_core_field_offset(struct sock, __sk_common.skc_node);
+	skc = bpf_rdonly_cast((void *)sk_address, bpf_core_type_id_kernel(struct sock_common));
+	if (skc->skc_family == call->family && (__u64)skc->skc_net.net == call->net) {
+		if (!seq_has_room(call->seq)) {
+			/* A call that printed nothing asks for an empty buffer. */
+			if (!walk->printed) {
+				seq_set_overflow(call->seq);
+				walk->overflowed = 1;
+			}
+			return 1;
+		}
+		line = (struct udp_line){ .bucket = walk->next.bucket };
+		udp_line_fill(sk_address, &call->source, &line);
+		up = bpf_rdonly_cast((void *)sk_address, bpf_core_type_id_kernel(struct udp_sock));
+		udp_show_socket(call->seq, up, &line);
+		walk->printed++;
+	}
+	walk->node = next;
+	walk->passed++;
+	walk->next.index++;
+	return 0;
+}
+
+static __always_inline struct udp_walk *udp_walk_get(struct bpf_iter_meta *meta)
+{
+	__u64 id = meta->session_id;
+	struct udp_walk *walk = bpf_map_lookup_elem(&udp_walks, &id);
+
+	if (walk)
+		return walk;
+	struct udp_walk fresh = {};
+	bpf_map_update_elem(&udp_walks, &id, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&udp_walks, &id);
+}
+
+static __always_inline int udp_table_show(struct bpf_iter__udp *ctx, int family)
+{
+	struct bpf_iter_meta *meta = ctx->meta;
+	struct seq_file *seq = meta->seq;
+	struct udp_walk *walk = udp_walk_get(meta);
+	struct bpf_udp_iter_state___batch *iter;
+	struct seq_net_private *private;
+	struct net___udp_table *net;
+	struct udp_table *table;
+	bool final = !ctx->udp_sk;
+	__u64 id = meta->session_id;
+	__u64 used = seq->count;
+	__u32 cur, end;
+
+	if (!walk)
+		return 0;
+	walk->start = walk->next;
+	walk->positioned = 0;
+	walk->printed = 0;
+	walk->overflowed = 0;
+
+	private = BPF_CORE_READ(seq, private);
+	net = (void *)BPF_CORE_READ(private, net);
+	table = BPF_CORE_READ(net, ipv4.udp_table);
+	struct udp_walk_call call = {
+		.seq = seq,
+		.walk = walk,
+		.net = (__u64)net,
+		.hash = (__u64)BPF_CORE_READ(table, hash),
+		.mask = BPF_CORE_READ(table, mask),
+		.family = family,
+	};
+	call.source.user_ns = (__u64)BPF_CORE_READ(seq, file, f_cred, user_ns);
+	if (bpf_core_type_exists(struct bpf_udp_iter_state___batch) && !final) {
+		iter = (void *)private;
+		cur = BPF_CORE_READ(iter, cur_sk);
+		end = BPF_CORE_READ(iter, end_sk);
+		if (cur < end) {
+			call.source.held_batch = (__u64)BPF_CORE_READ(iter, batch) +
+						 cur * sizeof(__u64);
+			call.source.held = end - cur < UDP_BATCH_MAX ? end - cur : UDP_BATCH_MAX;
+		}
+	}
+
+	if (!walk->next.header_done) {
+		if (!seq_has_room(seq)) {
+			seq_set_overflow(seq);
+			return 0;
+		}
+		udp_show_header(seq);
+		walk->next.header_done = 1;
+		walk->printed = 1;
+	}
+	bpf_loop(UDP_WALK_STEPS, udp_walk_step, &call, 0);
+
+	/*
+	 * Nothing is shown after the final call. If the buffer held text
+	 * already and the walk is not over, overflow to have it again, empty.
+	 */
+	if (final && walk->next.bucket <= call.mask && used && !walk->overflowed) {
+		seq_set_overflow(seq);
+		walk->overflowed = 1;
+	}
+	/* The kernel drops the text of a call that overflowed: so does the walk. */
+	if (walk->overflowed || seq->count >= seq->size) {
+		walk->next = walk->start;
+		return 0;
+	}
+	if (final)
+		bpf_map_delete_elem(&udp_walks, &id);
+	return 0;
+}
+
+#endif /* UDP_TABLE_H */
