@@ -8,6 +8,7 @@
 #define ITERFS_TCP_H
 
 #include "iterfs.h"
+#include "sock.h"
 
 #define ICSK_TIME_RETRANS	1
 #define ICSK_TIME_PROBE0	3
@@ -15,17 +16,10 @@
 #define ICSK_TIME_REO_TIMEOUT	6
 #define TCP_INFINITE_SSTHRESH	0x7fffffff
 #define TCP_PINGPONG_THRESH	1
-/* The iterator holds a reference on each socket while showing it; /proc does not. */
-#define ITERATOR_REF		1
 
 /* Kernels before 6.14 kept the retransmit deadline in its own field. */
 struct inet_connection_sock___icsk_timeout {
 	unsigned long icsk_timeout;
-} __attribute__((preserve_access_index));
-
-/* Kernels before 6.18 had no sk_ino and reached the inode through the socket. */
-struct sock___sk_ino {
-	unsigned long sk_ino;
 } __attribute__((preserve_access_index));
 
 static __always_inline unsigned long retransmit_deadline(struct inet_connection_sock *icsk)
@@ -35,15 +29,6 @@ static __always_inline unsigned long retransmit_deadline(struct inet_connection_
 	if (bpf_core_field_exists(old->icsk_timeout))
 		return BPF_CORE_READ(old, icsk_timeout);
 	return icsk->icsk_retransmit_timer.expires;
-}
-
-static __always_inline unsigned long socket_inode(struct sock *sk)
-{
-	struct sock___sk_ino *with_ino = (void *)sk;
-
-	if (bpf_core_field_exists(with_ino->sk_ino))
-		return BPF_CORE_READ(with_ino, sk_ino);
-	return BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
 }
 
 static __always_inline bool timer_pending(const struct timer_list *timer)
@@ -89,7 +74,7 @@ static void tcp_show_sock_fields(struct seq_file *seq, struct tcp_sock *tp, uid_
 		       state, tp->write_seq - tp->snd_una, rx_queue, timer_active,
 		       jiffies_delta_to_clock_t(timer_expires - now),
 		       icsk->icsk_retransmits, uid, icsk->icsk_probes_out,
-		       socket_inode(sk), sk->__sk_common.skc_refcnt.refs.counter - ITERATOR_REF);
+		       sock_inode(sk), sk->__sk_common.skc_refcnt.refs.counter - ITERATOR_REF);
 	BPF_SEQ_PRINTF(seq, "%pK %lu %lu %u %u %d",
 		       tp,
 		       jiffies_to_clock_t(icsk->icsk_rto),

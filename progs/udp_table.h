@@ -22,6 +22,8 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "sock.h"
+
 #define AF_INET		2
 #define AF_INET6	10
 
@@ -39,21 +41,6 @@
 #define OVERFLOWUID	65534
 
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
-
-/* Kernels before 6.18 had no sk_ino and reached the inode through the socket. */
-struct sock___sk_ino {
-	unsigned long sk_ino;
-} __attribute__((preserve_access_index));
-
-/* 6.18 counts a UDP socket's drops in two NUMA halves outside struct sock. */
-struct numa_drop_counters___udp {
-	atomic_t drops0;
-	atomic_t drops1;
-} __attribute__((preserve_access_index));
-
-struct sock___drop_counters {
-	struct numa_drop_counters___udp *sk_drop_counters;
-} __attribute__((preserve_access_index));
 
 /* The udp table per network namespace, since 6.2: without it the view does not load. */
 struct netns_ipv4___udp_table {
@@ -230,30 +217,6 @@ static __u32 uid_seen_from(__u64 user_ns, __u32 kuid)
 	return lookup.uid;
 }
 
-static __always_inline __u64 socket_inode(struct sock *sk)
-{
-	struct sock___sk_ino *with_ino = (void *)sk;
-
-	if (bpf_core_field_exists(with_ino->sk_ino))
-		return BPF_CORE_READ(with_ino, sk_ino);
-	return BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
-}
-
-/* sk_drops_read() */
-static __always_inline __u32 socket_drops(struct sock *sk)
-{
-	struct sock___drop_counters *with_counters = (void *)sk;
-	struct numa_drop_counters___udp *counters;
-
-	if (bpf_core_field_exists(with_counters->sk_drop_counters)) {
-		counters = BPF_CORE_READ(with_counters, sk_drop_counters);
-		if (counters)
-			return BPF_CORE_READ(counters, drops0.counter) +
-			       BPF_CORE_READ(counters, drops1.counter);
-	}
-	return BPF_CORE_READ(sk, sk_drops.counter);
-}
-
 struct udp_batch_search {
 	__u64 batch;
 	__u64 sk;
@@ -300,8 +263,8 @@ __noinline int udp_line_fill(__u64 sk_address, const struct udp_line_source *sou
 	line->rx_queue = sk->sk_backlog.rmem_alloc.counter - up->forward_deficit; /* udp_rqueue_get() */
 	line->uid = uid_seen_from(source->user_ns, sk->sk_uid.val);
 	line->ref = sk->__sk_common.skc_refcnt.refs.counter - iterator_references(source, sk_address);
-	line->inode = socket_inode(sk);
-	line->drops = socket_drops(sk);
+	line->inode = sock_inode(sk);
+	line->drops = sock_drops(sk);
 	return 0;
 }
 

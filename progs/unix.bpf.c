@@ -18,6 +18,7 @@
  * rather than return a table with sockets missing.
  */
 #include "iterfs.h"
+#include "sock.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -31,8 +32,6 @@ char LICENSE[] SEC("license") = "GPL";
 /* What one read() can return: the iterator's seq_file buffer (PAGE_SIZE << 3). */
 #define HELD_MAX		32768
 #define TEXT_SIZE		(HELD_MAX + LINE_ROOM)
-/* The iterator holds a reference on each socket of its batch; /proc does not. */
-#define ITERATOR_REF		1
 
 struct scratch {
 	__u64 session_id;	/* whose lines are held */
@@ -66,28 +65,10 @@ struct {
 	__type(value, struct resume);
 } resumes SEC(".maps");
 
-/* Kernels before 6.18 had no sk_ino and reached the inode through the socket. */
-struct sock___sk_ino {
-	unsigned long sk_ino;
-} __attribute__((preserve_access_index));
-
 static __always_inline struct scratch *scratch(void)
 {
 	return bpf_task_storage_get(&scratch_space, bpf_get_current_task_btf(), NULL,
 				    BPF_LOCAL_STORAGE_GET_F_CREATE);
-}
-
-static __always_inline unsigned long socket_inode(struct sock *sk)
-{
-	struct sock___sk_ino *with_ino = (void *)sk;
-	struct socket *sock;
-
-	if (bpf_core_field_exists(with_ino->sk_ino))
-		return BPF_CORE_READ(with_ino, sk_ino);
-	sock = BPF_CORE_READ(sk, sk_socket);
-	if (!sock)
-		return 0;
-	return BPF_CORE_READ(container_of(sock, struct socket_alloc, socket), vfs_inode.i_ino);
 }
 
 /* What sock->state would be, as unix_seq_show derives it. */
@@ -149,7 +130,7 @@ static bool hold_line(struct scratch *s, struct unix_sock *u)
 	n = BPF_SNPRINTF(&s->text[at], PREFIX_SIZE, "%pK: %08X %08X %08X %04X %02X %5lu",
 			 sk, BPF_CORE_READ(sk, __sk_common.skc_refcnt.refs.counter) - ITERATOR_REF,
 			 0, BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN ? __SO_ACCEPTCON : 0,
-			 BPF_CORE_READ(sk, sk_type), sock_state(sk), socket_inode(sk));
+			 BPF_CORE_READ(sk, sk_type), sock_state(sk), sock_inode(sk));
 	if (n <= 1 || n > PREFIX_SIZE)
 		return false;
 	at += n - 1;
