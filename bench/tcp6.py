@@ -6,7 +6,9 @@
     proc     /proc/net/tcp6
 
 Each round reads each file once to EOF, in an order that rotates every round, and
-the medians of the wall times are compared. Run as root after `make setup`:
+the medians of the wall times are compared: in 128 KiB reads (what cat asks for,
+the target case) and in 4 KiB reads (what netstat asks for). Run as root after
+`make setup`:
 
     .venv/bin/python bench/tcp6.py [--sockets 30000] [--rounds 15]
 """
@@ -26,7 +28,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import OBJECTS, running_daemon  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-READ_SIZE = 128 * 1024          # what cat asks for
+READ_SIZES = (128 * 1024, 4096)   # what cat asks for, what netstat asks for
+TARGET = 1.05                     # iterfs / pinned, in cat's reads
 PAIRS_PER_PROCESS = 4000        # 8,000 fds each: under the 20,000 fd limit
 
 HOLDER = r"""
@@ -60,21 +63,31 @@ def hold_sockets(count):
     return holders
 
 
-def read_all(path):
+def read_all(path, read_size):
     fd = os.open(path, os.O_RDONLY)
     try:
         size = 0
-        while chunk := os.read(fd, READ_SIZE):
+        while chunk := os.read(fd, read_size):
             size += len(chunk)
         return size
     finally:
         os.close(fd)
 
 
-def timed_read(path):
+def timed_read(path, read_size):
     start = time.perf_counter()
-    size = read_all(path)
+    size = read_all(path, read_size)
     return time.perf_counter() - start, size
+
+
+def measure(paths, rounds, read_size):
+    """Median seconds per file, reading each in turn, the order rotating."""
+    names = list(paths)
+    times = {name: [] for name in names}
+    for round_ in range(rounds):
+        for name in names[round_ % 3:] + names[:round_ % 3]:
+            times[name].append(timed_read(paths[name], read_size)[0])
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main():
@@ -93,43 +106,36 @@ def main():
             paths = {"iterfs": daemon.mountpoint / "tcp6", "pinned": pin,
                      "proc": Path("/proc/net/tcp6")}
             lines = {name: len(path.read_text().splitlines()) for name, path in paths.items()}
-            times = {name: [] for name in paths}
-            sizes = {}
-            names = list(paths)
-            for round_ in range(args.rounds):
-                order = names[round_ % 3:] + names[:round_ % 3]
-                for name in order:
-                    elapsed, sizes[name] = timed_read(paths[name])
-                    times[name].append(elapsed)
+            medians = {size: measure(paths, args.rounds, size) for size in READ_SIZES}
     finally:
         pin.unlink(missing_ok=True)
         for holder in holders:
             holder.kill()
             holder.wait()
 
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    result = {
-        "case": "tcp6 streaming",
-        "sockets": args.sockets,
-        "rounds": args.rounds,
-        "lines": lines,
-        "bytes": sizes,
-        "median_seconds": medians,
-        "ratio_iterfs_to_pinned": medians["iterfs"] / medians["pinned"],
-        "ratio_iterfs_to_proc": medians["iterfs"] / medians["proc"],
-        "target_iterfs_to_pinned": 1.05,
-    }
+    cases = []
+    print(f"tcp6 with {args.sockets} sockets ({lines['proc']} lines), {args.rounds} rounds")
+    for size, median in medians.items():
+        case = {
+            "read_size": size,
+            "median_seconds": median,
+            "ratio_iterfs_to_pinned": median["iterfs"] / median["pinned"],
+            "ratio_iterfs_to_proc": median["iterfs"] / median["proc"],
+        }
+        cases.append(case)
+        print(f"  reads of {size} B: " + ", ".join(
+            f"{name} {seconds * 1000:.1f} ms" for name, seconds in median.items()))
+        print(f"    iterfs / pinned = {case['ratio_iterfs_to_pinned']:.3f}"
+              f"    iterfs / proc = {case['ratio_iterfs_to_proc']:.3f}")
+    ratio = cases[0]["ratio_iterfs_to_pinned"]
+    verdict = "met" if ratio <= TARGET else "missed"
+    print(f"  target: iterfs / pinned <= {TARGET} in reads of {READ_SIZES[0]} B: "
+          f"{ratio:.3f}, {verdict}")
+    result = {"case": "tcp6 streaming", "sockets": args.sockets, "lines": lines,
+              "rounds": args.rounds, "cases": cases, "target_iterfs_to_pinned": TARGET,
+              "target_met": ratio <= TARGET}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "tcp6.json").write_text(json.dumps(result, indent=2) + "\n")
-
-    print(f"tcp6 with {args.sockets} sockets, {args.rounds} rounds, reads of {READ_SIZE} B")
-    for name in names:
-        print(f"  {name:7} median {medians[name] * 1000:8.2f} ms  "
-              f"{lines[name]:6} lines  {sizes[name]:9} bytes")
-    verdict = "met" if result["ratio_iterfs_to_pinned"] <= 1.05 else "missed"
-    print(f"  iterfs / pinned = {result['ratio_iterfs_to_pinned']:.3f} "
-          f"(target <= 1.05: {verdict})")
-    print(f"  iterfs / proc   = {result['ratio_iterfs_to_proc']:.3f}")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ class OpenIterator:
         self._stopping = False
         self._limit = READ_AHEAD     # what the pump may hold: more if a read asks more
         self._pump = None            # future of the last pump started
+        self._waiting = False        # a request waits for the pump's next chunk
         self._progress = trio.Event()
 
     async def read(self, offset, size):
@@ -64,6 +65,7 @@ class OpenIterator:
             with self._mutex:
                 self._limit = max(READ_AHEAD, size)
                 ready = len(self._buffer) >= size or self._eof or self._error
+                self._waiting = not ready
             if ready:
                 break
             self._start_pump()
@@ -113,24 +115,29 @@ class OpenIterator:
 
     def _run_pump(self):
         """Worker thread: read the iterator until the buffer is full or it ends."""
+        chunk = bytearray(READ_CHUNK)
         try:
             while True:
                 with self._mutex:
                     if self._stopping or self._eof or len(self._buffer) >= self._limit:
                         self._pumping = False
                         return
-                chunk = self.stream.read(READ_CHUNK)
-                with self._mutex:
-                    self._buffer += chunk
-                    self._eof = not chunk
-                self._wake_reader()
+                n = self.stream.readinto(chunk)
+                with memoryview(chunk) as view, self._mutex:
+                    self._buffer += view[:n]
+                    self._eof = not n
+                    waiting, self._waiting = self._waiting, False
+                if waiting:
+                    self._wake_reader()
         except Exception as error:
             with self._mutex:
                 self._error = error if isinstance(error, OSError) else OSError(str(error))
                 self._pumping = False
+                self._waiting = False
             self._wake_reader()
 
     def _wake_reader(self):
+        # Only when a request waits: each wake-up costs the event loop a round.
         try:
             self._token.run_sync_soon(self._progress.set)
         except trio.RunFinishedError:
