@@ -25,43 +25,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import OBJECTS, running_daemon  # noqa: E402
+from conftest import OBJECTS, hold_sockets, running_daemon  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 READ_SIZES = (128 * 1024, 4096)   # what cat asks for, what netstat asks for
 TARGET = 1.05                     # iterfs / pinned, in cat's reads
-PAIRS_PER_PROCESS = 4000        # 8,000 fds each: under the 20,000 fd limit
-
-HOLDER = r"""
-import socket, sys
-pairs = int(sys.argv[1])
-listener = socket.socket(socket.AF_INET6)
-listener.bind(("::1", 0))
-listener.listen(4096)
-port = listener.getsockname()[1]
-held = []
-for _ in range(pairs):
-    held.append(socket.create_connection(("::1", port)))
-    held.append(listener.accept()[0])
-print("ready", flush=True)
-sys.stdin.read()
-"""
-
-
-def hold_sockets(count):
-    """Processes holding `count` connected IPv6 sockets between them."""
-    holders, pairs = [], count // 2
-    while pairs > 0:
-        n = min(pairs, PAIRS_PER_PROCESS)
-        holders.append(subprocess.Popen([sys.executable, "-c", HOLDER, str(n)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        text=True))
-        pairs -= n
-    for holder in holders:
-        if holder.stdout.readline().strip() != "ready":
-            raise RuntimeError("a socket holder failed")
-    return holders
-
 
 def read_all(path, read_size):
     fd = os.open(path, os.O_RDONLY)
@@ -109,9 +77,7 @@ def main():
             medians = {size: measure(paths, args.rounds, size) for size in READ_SIZES}
     finally:
         pin.unlink(missing_ok=True)
-        for holder in holders:
-            holder.kill()
-            holder.wait()
+        holders.close()
 
     cases = []
     print(f"tcp6 with {args.sockets} sockets ({lines['proc']} lines), {args.rounds} rounds")

@@ -201,3 +201,52 @@ def read_quiet(proc_path, our_path, normalise=lambda lines: lines, attempts=10,
             return before, ours
         time.sleep(0.05)
     pytest.fail(f"{proc_path} kept changing")
+
+
+PAIRS_PER_PROCESS = 4000        # 8,000 fds each: under the 20,000 fd limit
+
+HOLDER = r"""
+import socket, sys
+pairs = int(sys.argv[1])
+listener = socket.socket(socket.AF_INET6)
+listener.bind(("::1", 0))
+listener.listen(4096)
+port = listener.getsockname()[1]
+held = []
+for _ in range(pairs):
+    held.append(socket.create_connection(("::1", port)))
+    held.append(listener.accept()[0])
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+class SocketHolders:
+    """Processes holding `count` connected IPv6 TCP sockets between them: more
+    than one process may hold, with its fd limit."""
+
+    def __init__(self, count):
+        self.processes = []
+        pairs = count // 2
+        try:
+            while pairs > 0:
+                n = min(pairs, PAIRS_PER_PROCESS)
+                self.processes.append(subprocess.Popen(
+                    [sys.executable, "-c", HOLDER, str(n)], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, text=True))
+                pairs -= n
+            for process in self.processes:
+                if process.stdout.readline().strip() != "ready":
+                    raise RuntimeError("a socket holder failed")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        for process in self.processes:
+            process.kill()
+            process.wait()
+
+
+def hold_sockets(count):
+    return SocketHolders(count)

@@ -3,11 +3,12 @@
 import os
 import re
 import socket
+import subprocess
 import time
 
 import pytest
 
-from conftest import read_in_chunks, read_quiet, running_daemon
+from conftest import hold_sockets, read_in_chunks, read_quiet, running_daemon
 
 HEADER = ("  sl  local_address                         remote_address                        "
           "st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode")
@@ -138,3 +139,18 @@ def test_thousands_of_sockets_stream_in_any_read_size(mount, sockets):
                                 read=lambda path: read_in_chunks(path, size))
         assert len(proc) > 3000
         assert ours == proc, f"read size {size}"
+
+
+def test_thirty_thousand_sockets_through_cat_and_any_read_size(mount):
+    holders = hold_sockets(30000)
+    try:
+        for read in (lambda path: subprocess.run(["cat", str(path)], check=True,
+                                                 capture_output=True, text=True).stdout,
+                     lambda path: read_in_chunks(path, 4096),
+                     lambda path: read_in_chunks(path, 1 << 20)):
+            proc, ours = read_quiet("/proc/net/tcp6", mount.mountpoint / "tcp6",
+                                    normalised, read=read)
+            assert len(proc) > 30000
+            assert ours == proc
+    finally:
+        holders.close()
