@@ -111,7 +111,7 @@ def fresh_mount(tmp_path):
         yield daemon
 
 
-HOLDER = r"""
+FILE_HOLDER = r"""
 import os, socket, sys, select, tempfile
 files = []
 d = tempfile.mkdtemp()
@@ -131,7 +131,7 @@ sys.stdin.read()
 @pytest.fixture
 def holder():
     """A process holding files of every kind readlink names differently."""
-    process = subprocess.Popen([sys.executable, "-c", HOLDER], stdin=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-c", FILE_HOLDER], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout.readline().strip() == "ready"
@@ -205,7 +205,7 @@ def read_quiet(proc_path, our_path, normalise=lambda lines: lines, attempts=10,
 
 PAIRS_PER_PROCESS = 4000        # 8,000 fds each: under the 20,000 fd limit
 
-HOLDER = r"""
+SOCKET_HOLDER = r"""
 import socket, sys
 pairs = int(sys.argv[1])
 listener = socket.socket(socket.AF_INET6)
@@ -232,7 +232,7 @@ class SocketHolders:
             while pairs > 0:
                 n = min(pairs, PAIRS_PER_PROCESS)
                 self.processes.append(subprocess.Popen(
-                    [sys.executable, "-c", HOLDER, str(n)], stdin=subprocess.PIPE,
+                    [sys.executable, "-c", SOCKET_HOLDER, str(n)], stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE, text=True))
                 pairs -= n
             for process in self.processes:
