@@ -2,11 +2,12 @@
 
     /                     directory of views
     /<view>               a file: open() attaches the view's program
-    /<view>/              a directory for a task view: self and one file per process
+    /<view>/              a directory for a task view: self, all, one file per process
     /<view>/<pid>         open() attaches with linfo.task.pid (tid for a thread)
+    /<view>/all           open() attaches with no linfo: every task
 
 Inode numbers are computed, never stored: view i is 2 + i; the file for key k (a
-pid, or SELF) in view i is (i + 1) << 32 | k. Only open files keep state.
+pid, SELF or ALL) in view i is (i + 1) << 32 | k. Only open files keep state.
 """
 
 import concurrent.futures
@@ -27,7 +28,8 @@ log = logging.getLogger("iterfs.fs")
 ROOT_INODE = pyfuse3.ROOT_INODE
 FIRST_VIEW_INODE = 2
 SELF = 0xFFFF_FFFF
-SELF_NAME = b"self"
+ALL = 0xFFFF_FFFE
+NAMED = {b"self": SELF, b"all": ALL}
 
 # Views only change when the daemon restarts; a process can exit at any time.
 VIEW_TIMEOUT = 60.0
@@ -125,7 +127,7 @@ class IterFS(pyfuse3.Operations):
                                 PROCESS_TIMEOUT)
 
     def _process_exists(self, key):
-        return key == SELF or processes.exists(key)
+        return key in (SELF, ALL) or processes.exists(key)
 
     # -- lookups ----------------------------------------------------------
 
@@ -138,7 +140,7 @@ class IterFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT)
         if key is not None or not self.views[index].per_process:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        key = SELF if name == SELF_NAME else processes.parse_pid(name, self._pid_max)
+        key = NAMED.get(name) or processes.parse_pid(name, self._pid_max)
         if key is None or not self._process_exists(key):
             raise pyfuse3.FUSEError(errno.ENOENT)
         return self._entry_attributes(index, key)
@@ -161,7 +163,7 @@ class IterFS(pyfuse3.Operations):
             entries = [(v.name.encode(), self._view_attributes(i))
                        for i, v in enumerate(self.views)]
         elif key is None and self.views[index].per_process:
-            entries = [(SELF_NAME, self._entry_attributes(index, SELF))]
+            entries = [(name, self._entry_attributes(index, key)) for name, key in NAMED.items()]
             entries += [(str(pid).encode(), self._entry_attributes(index, pid))
                         for pid in processes.live_processes()]
         else:
@@ -193,7 +195,7 @@ class IterFS(pyfuse3.Operations):
         if index is None or (key is None and self.views[index].per_process):
             raise pyfuse3.FUSEError(errno.EISDIR)
         view = self.views[index]
-        if key is None:
+        if key is None or key == ALL:
             link = view.attach()
         else:
             link = self._attach_process(view, ctx.pid if key == SELF else key, key == SELF)

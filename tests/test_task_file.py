@@ -69,19 +69,19 @@ def test_self_from_a_thread_is_the_whole_process(mount):
     assert {(tgid, pid) for tgid, pid, _, _ in rows} == {(os.getpid(), os.getpid())}
 
 
-def test_listing_is_every_process_and_self(mount):
+def test_listing_is_every_process_self_and_all(mount):
     before = {name for name in os.listdir("/proc") if name.isdigit()}
     listed = set(os.listdir(mount.mountpoint / "task_file"))
     after = {name for name in os.listdir("/proc") if name.isdigit()}
-    assert "self" in listed
-    listed.discard("self")
+    assert {"self", "all"} <= listed
+    listed -= {"self", "all"}
     assert before & after <= listed <= before | after
     assert str(os.getpid()) in listed
 
 
 @pytest.mark.parametrize("name", [
     "0", "00", "01", "-1", "+1", "1_0", " 7", "7 ", "7\n", "\u0663", "\uff17", "1e3",
-    "0x10", "abc", "self2", "Self", "all", "99999999999", "18446744073709551617",
+    "0x10", "abc", "self2", "Self", "ALL", "all ", "99999999999", "18446744073709551617",
 ])
 def test_names_that_are_not_pids(mount, name):
     path = mount.mountpoint / "task_file" / name
