@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * task_file: one line per open file descriptor: tgid, pid, fd and the path that
+ * task_file: one line per open file descriptor: tgid, pid, fd, the flags and
+ * position that /proc/<pid>/fdinfo/<fd> shows, and the path that
  * readlink(/proc/<pid>/fd/<fd>) shows, with a newline in a path written as \012
  * the way /proc/<pid>/maps writes it, so that every line is one descriptor.
  */
@@ -9,6 +10,9 @@
 char LICENSE[] SEC("license") = "GPL";
 
 #define PATH_SIZE 4096
+#define O_CLOEXEC 02000000
+#define FLAGS_WIDTH 10
+#define BITS_PER_LONG 64
 
 /* Per reading thread: a thread runs one program at a time, so nothing races. */
 struct scratch {
@@ -80,6 +84,43 @@ static long escape_char(__u32 index, struct path_escape *e)
 	return 0;
 }
 
+/* f_flags as fdinfo shows them: with O_CLOEXEC when the fd is close-on-exec. */
+static __always_inline unsigned int fdinfo_flags(struct task_struct *task, struct file *file,
+						 unsigned int fd)
+{
+	unsigned long *close_on_exec = BPF_CORE_READ(task, files, fdt, close_on_exec);
+	unsigned long word = 0;
+	unsigned int flags = file->f_flags;
+
+	if (close_on_exec)
+		bpf_probe_read_kernel(&word, sizeof(word), close_on_exec + fd / BITS_PER_LONG);
+	if (word & (1UL << (fd % BITS_PER_LONG)))
+		flags |= O_CLOEXEC;
+	return flags;
+}
+
+/*
+ * fdinfo's "0%o", right-aligned in FLAGS_WIDTH columns and followed by a space.
+ * bpf_seq_printf() has no %o, so the digits are made here.
+ */
+static __always_inline void show_flags(struct seq_file *seq, unsigned int flags)
+{
+	union {
+		char c[16];
+		__u64 words[2];
+	} text = { .words = { 0x2020202020202020ULL, 0x2020202020202020ULL } };
+	int at = FLAGS_WIDTH;
+
+	for (int i = 0; i < 11 && at > 1; i++) {
+		text.c[--at] = '0' + (flags & 7);
+		flags >>= 3;
+		if (!flags)
+			break;
+	}
+	text.c[--at & 15] = '0';
+	bpf_seq_write(seq, text.c, FLAGS_WIDTH + 1);
+}
+
 SEC("iter/task_file")
 int task_file(struct bpf_iter__task_file *ctx)
 {
@@ -96,7 +137,8 @@ int task_file(struct bpf_iter__task_file *ctx)
 	if (!session)
 		return 0;
 	if (session_wants_header(session, meta, file))
-		BPF_SEQ_PRINTF(seq, "%8s %8s %8s %s\n", "tgid", "pid", "fd", "path");
+		BPF_SEQ_PRINTF(seq, "%8s %8s %8s %10s %10s %s\n",
+			       "tgid", "pid", "fd", "flags", "pos", "path");
 	if (!task || !file) {
 		session_end(meta);
 		return 0;
@@ -106,6 +148,8 @@ int task_file(struct bpf_iter__task_file *ctx)
 		return 0;
 
 	BPF_SEQ_PRINTF(seq, "%8d %8d %8u ", task->tgid, task->pid, ctx->fd);
+	show_flags(seq, fdinfo_flags(task, file, ctx->fd));
+	BPF_SEQ_PRINTF(seq, "%10lld ", file->f_pos);
 	length = bpf_d_path((struct path *)&file->f_path, s->path, sizeof(s->path));
 	if (length <= 0) {
 		BPF_SEQ_PRINTF(seq, "?\n");

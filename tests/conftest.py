@@ -1,5 +1,6 @@
 """Fixtures: real mounts of iterfs served by a real daemon, and real processes."""
 
+import collections
 import contextlib
 import json
 import os
@@ -118,6 +119,12 @@ d = tempfile.mkdtemp()
 for name in ("plain", "with space", "new\nline", "deleted"):
     files.append(open(os.path.join(d, name), "w"))
 os.unlink(os.path.join(d, "deleted"))
+files[0].write("x" * 12345)
+files[0].flush()
+appending = os.open(os.path.join(d, "plain"), os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK)
+os.set_inheritable(appending, True)     # not close-on-exec
+reading = os.open(os.path.join(d, "plain"), os.O_RDONLY)
+os.lseek(reading, 777, os.SEEK_SET)
 r, w = os.pipe()
 a, b = socket.socketpair()
 ep = select.epoll()
@@ -157,14 +164,27 @@ def escape_newlines(path):
     return path.replace("\n", "\\012")
 
 
+FileRow = collections.namedtuple("FileRow", "tgid pid fd flags pos path")
+
+
 def parse_task_file(text):
+    """task_file's rows; flags as a number (the column is octal, as fdinfo's)."""
     lines = text.splitlines()
-    assert lines[0].split() == ["tgid", "pid", "fd", "path"]
+    assert lines[0].split() == ["tgid", "pid", "fd", "flags", "pos", "path"]
     rows = []
     for line in lines[1:]:
-        tgid, pid, fd, path = line.split(None, 3)
-        rows.append((int(tgid), int(pid), int(fd), path))
+        tgid, pid, fd, flags, pos, path = line.split(None, 5)
+        assert flags.startswith("0"), line
+        rows.append(FileRow(int(tgid), int(pid), int(fd), int(flags, 8), int(pos), path))
     return rows
+
+
+def fdinfo(pid, fd):
+    """(flags, pos) as /proc/<pid>/fdinfo/<fd> shows them."""
+    fields = dict(line.split(":\t", 1)
+                  for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines()
+                  if ":\t" in line)
+    return int(fields["flags"], 8), int(fields["pos"])
 
 
 def kill_quietly(process):

@@ -33,8 +33,8 @@ def test_task_iterator_limited_to_one_process(holder):
             with link.open() as stream:
                 rows = parse_task_file(stream.read().decode())
     expected = {fd: escape_newlines(path) for fd, path in process_fds(holder.pid).items()}
-    assert {fd: path for _, _, fd, path in rows} == expected
-    assert {(tgid, pid) for tgid, pid, _, _ in rows} == {(holder.pid, holder.pid)}
+    assert {row.fd: row.path for row in rows} == expected
+    assert {(row.tgid, row.pid) for row in rows} == {(holder.pid, holder.pid)}
 
 
 def test_every_open_of_a_link_walks_again(holder):

@@ -9,15 +9,21 @@ import threading
 
 import pytest
 
-from conftest import escape_newlines, parse_task_file, process_fds
+from conftest import escape_newlines, fdinfo, parse_task_file, process_fds
 
 
 def test_process_file_lists_exactly_its_fds(mount, holder):
     rows = parse_task_file((mount.mountpoint / "task_file" / str(holder.pid)).read_text())
     expected = {fd: escape_newlines(path) for fd, path in process_fds(holder.pid).items()}
-    assert {fd: path for _, _, fd, path in rows} == expected
+    assert {row.fd: row.path for row in rows} == expected
     assert len(rows) == len(expected)
-    assert {(tgid, pid) for tgid, pid, _, _ in rows} == {(holder.pid, holder.pid)}
+    assert {(row.tgid, row.pid) for row in rows} == {(holder.pid, holder.pid)}
+    assert {row.fd: (row.flags, row.pos) for row in rows} == \
+        {fd: fdinfo(holder.pid, fd) for fd in expected}
+    flags = {row.flags for row in rows}
+    assert any(f & os.O_APPEND and f & os.O_NONBLOCK and not f & os.O_CLOEXEC for f in flags)
+    assert any(f & os.O_CLOEXEC for f in flags)
+    assert {12345, 777} <= {row.pos for row in rows}
     paths = set(expected.values())
     # Every kind of name readlink gives is there, spelled as readlink spells it.
     assert "/dev/null" in paths
@@ -49,8 +55,8 @@ def test_self_is_the_reader(mount):
                          check=True, capture_output=True, text=True).stdout
     result = json.loads(out)
     rows = parse_task_file(result["text"])
-    assert {(tgid, pid) for tgid, pid, _, _ in rows} == {(result["pid"], result["pid"])}
-    shown = {str(fd): path for _, _, fd, path in rows}
+    assert {(row.tgid, row.pid) for row in rows} == {(result["pid"], result["pid"])}
+    shown = {str(row.fd): row.path for row in rows}
     own = {fd: path for fd, path in result["fds"].items() if not path.startswith("/proc/")}
     assert shown == own
     assert str(mount.mountpoint / "task_file" / "self") in shown.values()
@@ -66,7 +72,7 @@ def test_self_from_a_thread_is_the_whole_process(mount):
     reader.start()
     reader.join()
     rows = parse_task_file(result["text"])
-    assert {(tgid, pid) for tgid, pid, _, _ in rows} == {(os.getpid(), os.getpid())}
+    assert {(row.tgid, row.pid) for row in rows} == {(os.getpid(), os.getpid())}
 
 
 def test_listing_is_every_process_self_and_all(mount):
@@ -136,8 +142,8 @@ def test_thread_is_openable_but_not_listed(mount):
     finally:
         finish.set()
         worker.join()
-    assert {(tgid, pid) for tgid, pid, _, _ in rows} == {(os.getpid(), tid)}
-    assert {fd for _, _, fd, _ in rows} >= {0, 1, 2}
+    assert {(row.tgid, row.pid) for row in rows} == {(os.getpid(), tid)}
+    assert {row.fd for row in rows} >= {0, 1, 2}
 
 
 def test_process_exiting_while_open_ends_cleanly(mount):
@@ -146,4 +152,36 @@ def test_process_exiting_while_open_ends_cleanly(mount):
         child.kill()
         child.wait()
         text = f.read()
-    assert text.splitlines()[0].split() == ["tgid", "pid", "fd", "path"]
+    assert text.splitlines()[0].split() == ["tgid", "pid", "fd", "flags", "pos", "path"]
+
+
+def readable_fds():
+    """{tgid: {fd: path}} for every process whose fds /proc lets us read."""
+    result = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                result[int(name)] = process_fds(int(name))
+            except (PermissionError, FileNotFoundError, ProcessLookupError):
+                pass    # gone, or hidden (this machine's kernel hides pid 1's fds)
+    return result
+
+
+def test_all_covers_every_fd_of_every_process(mount, holder):
+    before = readable_fds()
+    rows = parse_task_file((mount.mountpoint / "task_file" / "all").read_text())
+    after = readable_fds()
+    shown = {}
+    for row in rows:
+        shown.setdefault(row.tgid, {})[row.fd] = row.path
+    assert len(shown) > 3
+    checked = 0
+    for tgid in before.keys() & after.keys():
+        stable = {fd: path for fd, path in before[tgid].items() if after[tgid].get(fd) == path}
+        if tgid == os.getpid() or not stable:
+            continue        # the reader's own fds change while it reads
+        ours = {fd: path for fd, path in shown.get(tgid, {}).items() if fd in stable}
+        assert ours == {fd: escape_newlines(path) for fd, path in stable.items()}, tgid
+        checked += 1
+    assert checked >= 3
+    assert holder.pid in shown
