@@ -14,8 +14,11 @@ char LICENSE[] SEC("license") = "GPL";
 #define FLAGS_WIDTH 10
 #define BITS_PER_LONG 64
 
+#define LINE_SIZE 128
+
 /* Per reading thread: a thread runs one program at a time, so nothing races. */
 struct scratch {
+	char line[LINE_SIZE];
 	char path[PATH_SIZE];
 	char escaped[PATH_SIZE * 4];
 };
@@ -31,30 +34,6 @@ static __always_inline struct scratch *scratch(void)
 {
 	return bpf_task_storage_get(&scratch_space, bpf_get_current_task_btf(), NULL,
 				    BPF_LOCAL_STORAGE_GET_F_CREATE);
-}
-
-struct newline_scan {
-	__u32 length;
-	bool found;
-};
-
-/* Looks at eight bytes of the path at a time for a '\n'. */
-static long scan_word(__u32 index, struct newline_scan *scan)
-{
-	struct scratch *s = scratch();
-	__u32 offset = index * 8;
-	__u64 word;
-
-	if (!s || offset >= scan->length)
-		return 1;
-	word = *(__u64 *)&s->path[offset & (PATH_SIZE - 8)] ^ 0x0a0a0a0a0a0a0a0aULL;
-	if (scan->length - offset < 8)	/* bytes past the end never match */
-		word |= ~0ULL << ((scan->length - offset) * 8);
-	if ((word - 0x0101010101010101ULL) & ~word & 0x8080808080808080ULL) {
-		scan->found = true;
-		return 1;
-	}
-	return 0;
 }
 
 struct path_escape {
@@ -88,7 +67,7 @@ static long escape_char(__u32 index, struct path_escape *e)
 static __always_inline unsigned int fdinfo_flags(struct task_struct *task, struct file *file,
 						 unsigned int fd)
 {
-	unsigned long *close_on_exec = BPF_CORE_READ(task, files, fdt, close_on_exec);
+	unsigned long *close_on_exec = task->files->fdt->close_on_exec;
 	unsigned long word = 0;
 	unsigned int flags = file->f_flags;
 
@@ -100,25 +79,71 @@ static __always_inline unsigned int fdinfo_flags(struct task_struct *task, struc
 }
 
 /*
- * fdinfo's "0%o", right-aligned in FLAGS_WIDTH columns and followed by a space.
- * bpf_seq_printf() has no %o, so the digits are made here.
+ * Puts `value` in `base` at line[at], right-aligned in `width` columns (more
+ * if it needs more), after `lead` if not NUL ('0' for fdinfo's octal, '-'),
+ * then a space; returns where the line goes on. The line was filled with
+ * spaces first. The numbers are made here, not with bpf_seq_printf(), which
+ * costs more than the rest of a line together (and has no %o).
  */
-static __always_inline void show_flags(struct seq_file *seq, unsigned int flags)
-{
-	union {
-		char c[16];
-		__u64 words[2];
-	} text = { .words = { 0x2020202020202020ULL, 0x2020202020202020ULL } };
-	int at = FLAGS_WIDTH;
+/* How put_number() writes: five arguments are all a BPF function may take. */
+#define NUMBER(width, base, lead) ((width) | (base) << 8 | (lead) << 16)
 
-	for (int i = 0; i < 11 && at > 1; i++) {
-		text.c[--at] = '0' + (flags & 7);
-		flags >>= 3;
-		if (!flags)
-			break;
+__noinline __u32 put_number(struct scratch *s, __u32 at, __u64 value, __u32 style)
+{
+	__u32 width = style & 0xff, base = (style >> 8) & 0xff, lead = style >> 16;
+	__u32 small = value;
+	char digits[32];
+	__u32 n = 0;
+
+	/* A function of its own, verified once: inlined, its loops multiply. */
+	if (!s)
+		return at;
+	if (base == 8) {
+		for (int i = 0; i < 22; i++) {	/* a u64 has at most 22 octal digits */
+			digits[n++ & 31] = '0' + (value & 7);
+			value >>= 3;
+			if (!value)
+				break;
+		}
+	} else if (small == value) {		/* 32-bit division is the cheaper */
+		for (int i = 0; i < 10; i++) {
+			digits[n++ & 31] = '0' + small % 10;
+			small /= 10;
+			if (!small)
+				break;
+		}
+	} else {
+		for (int i = 0; i < 20; i++) {
+			digits[n++ & 31] = '0' + value % 10;
+			value /= 10;
+			if (!value)
+				break;
+		}
 	}
-	text.c[--at & 15] = '0';
-	bpf_seq_write(seq, text.c, FLAGS_WIDTH + 1);
+	if (lead)
+		digits[n++ & 31] = lead;
+	if (n < width)
+		at += width - n;
+	for (int i = 0; i < 32 && n > 0; i++)
+		s->line[at++ & (LINE_SIZE - 1)] = digits[--n & 31];
+	s->line[at++ & (LINE_SIZE - 1)] = ' ';
+	return at;
+}
+
+/* Whether the path's first `length` bytes hold a '\n', eight bytes at a time. */
+__noinline int has_newline(struct scratch *s, __u32 length)
+{
+	if (!s)
+		return 0;
+	for (__u32 offset = 0; offset < PATH_SIZE && offset < length; offset += 8) {
+		__u64 word = *(__u64 *)&s->path[offset & (PATH_SIZE - 8)] ^ 0x0a0a0a0a0a0a0a0aULL;
+
+		if (length - offset < 8)	/* bytes past the end never match */
+			word |= ~0ULL << ((length - offset) * 8);
+		if ((word - 0x0101010101010101ULL) & ~word & 0x8080808080808080ULL)
+			return 1;
+	}
+	return 0;
 }
 
 SEC("iter/task_file")
@@ -128,42 +153,51 @@ int task_file(struct bpf_iter__task_file *ctx)
 	struct seq_file *seq = meta->seq;
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
-	struct session *session = session_get(meta);
-	struct newline_scan scan = {};
 	struct path_escape escape = {};
+	struct session *session;
 	struct scratch *s;
+	long long pos;
 	long length;
+	__u32 at;
 
-	if (!session)
-		return 0;
-	if (session_wants_header(session, meta, file))
-		BPF_SEQ_PRINTF(seq, "%8s %8s %8s %10s %10s %s\n",
-			       "tgid", "pid", "fd", "flags", "pos", "path");
-	if (!task || !file) {
-		session_end(meta);
-		return 0;
+	/* Only the header needs the session: skip the lookup on every other file. */
+	if (meta->seq_num == 0 || !file) {
+		session = session_get(meta);
+		if (session && session_wants_header(session, meta, file))
+			BPF_SEQ_PRINTF(seq, "%8s %8s %8s %10s %10s %s\n",
+				       "tgid", "pid", "fd", "flags", "pos", "path");
+		if (!file) {
+			session_end(meta);
+			return 0;
+		}
 	}
 	s = scratch();
-	if (!s)
+	if (!s || !task)
 		return 0;
 
-	BPF_SEQ_PRINTF(seq, "%8d %8d %8u ", task->tgid, task->pid, ctx->fd);
-	show_flags(seq, fdinfo_flags(task, file, ctx->fd));
-	BPF_SEQ_PRINTF(seq, "%10lld ", file->f_pos);
+	pos = file->f_pos;
+	__builtin_memset(s->line, ' ', LINE_SIZE);
+	at = put_number(s, 0, task->tgid, NUMBER(8, 10, 0));
+	at = put_number(s, at, task->pid, NUMBER(8, 10, 0));
+	at = put_number(s, at, ctx->fd, NUMBER(8, 10, 0));
+	at = put_number(s, at, fdinfo_flags(task, file, ctx->fd), NUMBER(FLAGS_WIDTH, 8, '0'));
+	at = put_number(s, at, pos < 0 ? -pos : pos, NUMBER(10, 10, pos < 0 ? '-' : 0));
+	bpf_seq_write(seq, s->line, at & (LINE_SIZE - 1));
 	length = bpf_d_path((struct path *)&file->f_path, s->path, sizeof(s->path));
 	if (length <= 0) {
 		BPF_SEQ_PRINTF(seq, "?\n");
 		return 0;
 	}
-	scan.length = length - 1;	/* without the terminating NUL */
-	bpf_loop(PATH_SIZE / 8, scan_word, &scan, 0);
-	if (!scan.found) {
-		bpf_seq_write(seq, s->path, scan.length & (PATH_SIZE - 1));
-	} else {
-		escape.length = scan.length;
-		bpf_loop(PATH_SIZE, escape_char, &escape, 0);
-		bpf_seq_write(seq, s->escaped, escape.written & (sizeof(s->escaped) - 1));
+	length--;	/* without the terminating NUL */
+	if (!has_newline(s, length)) {
+		/* The path and its newline in one write, where its NUL was. */
+		s->path[length & (PATH_SIZE - 1)] = '\n';
+		bpf_seq_write(seq, s->path, (length & (PATH_SIZE - 1)) + 1);
+		return 0;
 	}
+	escape.length = length;
+	bpf_loop(PATH_SIZE, escape_char, &escape, 0);
+	bpf_seq_write(seq, s->escaped, escape.written & (sizeof(s->escaped) - 1));
 	bpf_seq_write(seq, "\n", 1);
 	return 0;
 }
