@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import VIEWS, running_daemon  # noqa: E402
+from conftest import VIEWS, Holders, running_daemon  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 READ_SIZE = 128 * 1024
@@ -46,29 +45,6 @@ for t in threads:
 print("ready", flush=True)
 sys.stdin.read()
 """
-
-
-class Holders:
-    """`count` processes each running `script` with `arg`, until close()."""
-
-    def __init__(self, script, count, arg):
-        self.processes = []
-        try:
-            for _ in range(count):
-                self.processes.append(subprocess.Popen(
-                    [sys.executable, "-c", script, str(arg)], stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE, text=True))
-            for process in self.processes:
-                if process.stdout.readline().strip() != "ready":
-                    raise RuntimeError("a holder process failed")
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self):
-        for process in self.processes:
-            process.kill()
-            process.wait()
 
 
 def read_file(path):
@@ -149,7 +125,7 @@ def main():
     results = []
     with tempfile.TemporaryDirectory() as tmp, running_daemon(Path(tmp) / "mnt") as daemon:
         mnt = daemon.mountpoint
-        holders = Holders(FILE_HOLDER, args.processes, args.files)
+        holders = Holders(FILE_HOLDER, [args.files] * args.processes)
         try:
             lines = len((mnt / "task_file" / "all").read_text().splitlines()) - 1
             print(f"files: {args.processes} processes x {args.files} files "
@@ -160,7 +136,7 @@ def main():
             holders.close()
         if "task" in VIEWS:
             per_process = 500
-            holders = Holders(THREAD_HOLDER, args.threads // per_process, per_process)
+            holders = Holders(THREAD_HOLDER, [per_process] * (args.threads // per_process))
             try:
                 lines = len((mnt / "task" / "all").read_text().splitlines()) - 1
                 print(f"threads: {args.threads} threads ({lines} in all), {args.rounds} rounds")

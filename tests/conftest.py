@@ -76,6 +76,27 @@ class Daemon:
         return ids
 
 
+class OpenSockets:
+    """Sockets a test opens, all closed when the with block ends, even on failure."""
+
+    def __init__(self):
+        self.all = []
+
+    def keep(self, *socks):
+        self.all.extend(socks)
+        return socks[0] if len(socks) == 1 else socks
+
+    def close(self):
+        for sock in self.all:
+            sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def iterator_links(program_ids):
     """Iterator links in the kernel whose program is one of these."""
     out = subprocess.run(["bpftool", "-j", "link", "list"], check=True,
@@ -241,23 +262,20 @@ sys.stdin.read()
 """
 
 
-class SocketHolders:
-    """Processes holding `count` connected IPv6 TCP sockets between them: more
-    than one process may hold, with its fd limit."""
+class Holders:
+    """Processes running `script`, one per argument, each printing "ready" once set
+    up and then holding on (to sockets, files, threads) until close()."""
 
-    def __init__(self, count):
+    def __init__(self, script, arguments):
         self.processes = []
-        pairs = count // 2
         try:
-            while pairs > 0:
-                n = min(pairs, PAIRS_PER_PROCESS)
+            for argument in arguments:
                 self.processes.append(subprocess.Popen(
-                    [sys.executable, "-c", SOCKET_HOLDER, str(n)], stdin=subprocess.PIPE,
+                    [sys.executable, "-c", script, str(argument)], stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE, text=True))
-                pairs -= n
             for process in self.processes:
                 if process.stdout.readline().strip() != "ready":
-                    raise RuntimeError("a socket holder failed")
+                    raise RuntimeError("a holder process failed")
         except BaseException:
             self.close()
             raise
@@ -269,4 +287,8 @@ class SocketHolders:
 
 
 def hold_sockets(count):
-    return SocketHolders(count)
+    """Processes holding `count` connected IPv6 TCP sockets between them: more
+    than one process, each under its fd limit."""
+    pairs = count // 2
+    return Holders(SOCKET_HOLDER, [min(PAIRS_PER_PROCESS, pairs - start)
+                                   for start in range(0, pairs, PAIRS_PER_PROCESS)])

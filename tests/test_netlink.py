@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from conftest import read_in_chunks, read_quiet
+from conftest import OpenSockets, read_in_chunks, read_quiet
 
 HEADER = ("sk               Eth Pid        Groups   Rmem     Wmem     Dump  Locks    "
           "Drops    Inode")
@@ -46,31 +46,19 @@ def inode(sock):
     return os.fstat(sock.fileno()).st_ino
 
 
-class Sockets:
+class Sockets(OpenSockets):
     """Netlink sockets the test opens, closed at exit."""
 
-    def __init__(self):
-        self.all = []
-
     def open(self, protocol, groups=None):
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
-        self.all.append(sock)
+        sock = self.keep(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol))
         if groups is not None:
             sock.bind((0, groups))       # portid 0: the kernel picks one
         return sock
 
-    def close(self):
-        for sock in self.all:
-            sock.close()
-
-
 @pytest.fixture
 def sockets():
-    s = Sockets()
-    try:
+    with Sockets() as s:
         yield s
-    finally:
-        s.close()
 
 
 def open_every_kind(sockets):

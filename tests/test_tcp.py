@@ -89,11 +89,8 @@ def fill(sock):
 
 @pytest.fixture
 def sockets():
-    s = Sockets()
-    try:
+    with Sockets() as s:
         yield s
-    finally:
-        s.close()
 
 
 NOBODYS_SOCKETS = r"""

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import hold_sockets, read_in_chunks, read_quiet, running_daemon
+from conftest import OpenSockets, hold_sockets, read_in_chunks, read_quiet, running_daemon
 
 HEADER = ("  sl  local_address                         remote_address                        "
           "st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode")
@@ -25,15 +25,8 @@ def read_tcp6(mount):
     return read_quiet("/proc/net/tcp6", mount.mountpoint / "tcp6", normalised)
 
 
-class Sockets:
+class Sockets(OpenSockets):
     """TCP sockets in every state /proc/net/tcp6 distinguishes, closed at exit."""
-
-    def __init__(self):
-        self.all = []
-
-    def keep(self, *socks):
-        self.all.extend(socks)
-        return socks[0] if len(socks) == 1 else socks
 
     def listener(self, family=socket.AF_INET6, host="::1", backlog=16):
         s = socket.socket(family, socket.SOCK_STREAM)
@@ -46,18 +39,10 @@ class Sockets:
         server, _ = listener.accept()
         return self.keep(client, server)
 
-    def close(self):
-        for s in self.all:
-            s.close()
-
-
 @pytest.fixture
 def sockets():
-    s = Sockets()
-    try:
+    with Sockets() as s:
         yield s
-    finally:
-        s.close()
 
 
 def every_state(sockets):

@@ -35,8 +35,7 @@ def net_dir(mount, tmp_path):
 @pytest.fixture
 def sockets(tmp_path):
     """TCP in several states, UDP bound and connected, unix of every kind."""
-    s = Sockets()
-    try:
+    with Sockets() as s:
         for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
             listener = s.listener(family=family, host=host)
             for _ in range(3):
@@ -56,8 +55,6 @@ def sockets(tmp_path):
             abstract.bind(f"\0iterfs-tools-{os.getpid()}-{kind}")
         time.sleep(0.1)
         yield s
-    finally:
-        s.close()
 
 
 def netstat(net_dir=None):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, read_in_chunks, read_quiet
+from conftest import ROOT, OpenSockets, read_in_chunks, read_quiet
 
 # udp4_seq_show pads every line to 127 characters (seq_setwidth); udp6 does not pad.
 UDP_WIDTH = 127
@@ -96,15 +96,8 @@ def read_view_in_chunks(mount, view, size, attempts=10):
     pytest.fail(f"{proc_path} kept changing")
 
 
-class Sockets:
+class Sockets(OpenSockets):
     """UDP sockets the test opens, closed at exit."""
-
-    def __init__(self):
-        self.all = []
-
-    def keep(self, sock):
-        self.all.append(sock)
-        return sock
 
     def open(self, family, reuseport=False, v6only=None):
         sock = self.keep(socket.socket(family, socket.SOCK_DGRAM))
@@ -124,18 +117,10 @@ class Sockets:
         sock.connect((host, port))
         return sock
 
-    def close(self):
-        for sock in self.all:
-            sock.close()
-
-
 @pytest.fixture
 def sockets():
-    s = Sockets()
-    try:
+    with Sockets() as s:
         yield s
-    finally:
-        s.close()
 
 
 OWNER = r"""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import OBJECTS, ROOT, read_in_chunks, read_quiet
+from conftest import OBJECTS, ROOT, OpenSockets, read_in_chunks, read_quiet
 from iterfs import bpf
 
 PROC = "/proc/net/unix"
@@ -51,12 +51,12 @@ def inode(sock):
     return os.fstat(sock.fileno()).st_ino
 
 
-class Sockets:
+class Sockets(OpenSockets):
     """AF_UNIX sockets and the files of those bound to paths, all gone at exit."""
 
     def __init__(self, directory):
+        super().__init__()
         self.directory = directory
-        self.all = []
         self.token = secrets.token_hex(4).encode()      # names unique to this test
 
     def new(self, kind=socket.SOCK_STREAM):
@@ -95,8 +95,7 @@ class Sockets:
         return client, server
 
     def close(self):
-        for sock in self.all:
-            sock.close()
+        super().close()
         for entry in os.scandir(self.directory):
             if stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
                 os.unlink(entry.path)
@@ -104,11 +103,8 @@ class Sockets:
 
 @pytest.fixture
 def sockets(tmp_path):
-    s = Sockets(tmp_path)
-    try:
+    with Sockets(tmp_path) as s:
         yield s
-    finally:
-        s.close()
 
 
 def every_kind(sockets):
