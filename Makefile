@@ -91,6 +91,7 @@ test: setup
 
 bench: setup
 	$(VENV)/bin/python bench/tcp6.py
+	$(VENV)/bin/python bench/processes.py
 
 clean:
 	rm -rf $(BUILD) $(VENV)
