@@ -1,0 +1,540 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * task: one line per thread, with the values /proc/<tgid>/task/<tid>/stat and
+ * status show for it: tgid, tid, ppid, real uid, state letter, priority, nice,
+ * threads, processor, utime and stime, start time, rss, and comm last.
+ *
+ * Numbers are as the daemon sees them: pids in its pid namespace, the uid in the
+ * user namespace of whoever created the iterator (the daemon), the start time
+ * with its time namespace's boot offset, as /proc applies the reader's.
+ *
+ * comm is what /proc/<pid>/status prints after "Name:": a newline is written \n
+ * and a backslash \\, nothing else is escaped, so every line is one thread. It
+ * follows the column before it after exactly one space, and may itself hold
+ * spaces, parentheses, or begin with a space.
+ */
+#include "iterfs.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define NAME_SIZE 64			/* proc_task_name()'s buffer */
+#define NSEC_PER_SEC 1000000000ULL
+#define USER_HZ 100
+#define NSEC_PER_CLOCK_TICK (NSEC_PER_SEC / USER_HZ)
+
+/* include/linux/sched.h; constants, not in BTF */
+#define TASK_UNINTERRUPTIBLE	0x0002
+#define TASK_REPORT		0x007f
+#define TASK_REPORT_IDLE	0x0080
+#define TASK_NOLOAD		0x0400
+#define TASK_IDLE		(TASK_UNINTERRUPTIBLE | TASK_NOLOAD)
+#define TASK_RTLOCK_WAIT	0x1000
+#define TASK_FROZEN		0x8000
+#define PF_WQ_WORKER		0x00000020
+#define PF_KTHREAD		0x00200000
+#define MAX_RT_PRIO		100
+#define DEFAULT_PRIO		120	/* nice 0 */
+#define MAX_PID_NS_LEVEL	32
+#define UID_GID_MAP_MAX_BASE_EXTENTS 5
+#define UID_GID_MAP_MAX_EXTENTS	340
+#define OVERFLOW_UID		65534	/* kernel.overflowuid's default; not in BTF */
+
+/* Fields under the names older kernels gave them, for CO-RE. */
+struct task_struct___pre_5_14 {
+	long state;
+} __attribute__((preserve_access_index));
+
+struct task_struct___cpu_in_task {
+	unsigned int cpu;
+} __attribute__((preserve_access_index));
+
+struct thread_info___cpu_in_thread_info {
+	__u32 cpu;
+} __attribute__((preserve_access_index));
+
+struct task_struct___pre_5_17 {
+	int *set_child_tid;
+} __attribute__((preserve_access_index));
+
+struct mm_rss_stat___pre_6_2 {
+	long count[4];
+} __attribute__((preserve_access_index));
+
+/* Per reading thread, as in task_file: a thread runs one program at a time. */
+struct scratch {
+	char name[NAME_SIZE];
+	char escaped[NAME_SIZE * 2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct scratch);
+} scratch_space SEC(".maps");
+
+static __always_inline struct scratch *scratch(void)
+{
+	return bpf_task_storage_get(&scratch_space, bpf_get_current_task_btf(), NULL,
+				    BPF_LOCAL_STORAGE_GET_F_CREATE);
+}
+
+/* --- host-testable arithmetic: tests/test_task.py compiles this block with gcc --- */
+
+/*
+ * (high:low) / divisor where high < divisor, so that the quotient fits in 64 bits:
+ * Knuth's algorithm D on 32-bit digits, as in Hacker's Delight (divlu). Each
+ * quotient digit needs at most two corrections; both are written out, so the
+ * verifier sees straight-line code.
+ */
+static __always_inline __u64 div_u128_u64(__u64 high, __u64 low, __u64 divisor)
+{
+	const __u64 base = 1ULL << 32;
+	__u64 divisor_high, divisor_low, numerator_32, numerator_21, numerator_10;
+	__u64 low_high, low_low, quotient_high, quotient_low, remainder;
+	unsigned int shift = 0;
+
+	/* Normalise: shift the divisor until its top bit is set. */
+	if (!(divisor >> 32)) { shift += 32; divisor <<= 32; }
+	if (!(divisor >> 48)) { shift += 16; divisor <<= 16; }
+	if (!(divisor >> 56)) { shift += 8; divisor <<= 8; }
+	if (!(divisor >> 60)) { shift += 4; divisor <<= 4; }
+	if (!(divisor >> 62)) { shift += 2; divisor <<= 2; }
+	if (!(divisor >> 63)) { shift += 1; divisor <<= 1; }
+	divisor_high = divisor >> 32;
+	divisor_low = divisor & 0xffffffffULL;
+
+	numerator_32 = shift ? high << shift | low >> (64 - shift) : high;
+	numerator_10 = low << shift;
+	low_high = numerator_10 >> 32;
+	low_low = numerator_10 & 0xffffffffULL;
+
+	quotient_high = numerator_32 / divisor_high;
+	remainder = numerator_32 - quotient_high * divisor_high;
+	if (quotient_high >= base ||
+	    quotient_high * divisor_low > remainder * base + low_high) {
+		quotient_high--;
+		remainder += divisor_high;
+		if (remainder < base &&
+		    (quotient_high >= base ||
+		     quotient_high * divisor_low > remainder * base + low_high))
+			quotient_high--;
+	}
+
+	numerator_21 = numerator_32 * base + low_high - quotient_high * divisor;
+	quotient_low = numerator_21 / divisor_high;
+	remainder = numerator_21 - quotient_low * divisor_high;
+	if (quotient_low >= base ||
+	    quotient_low * divisor_low > remainder * base + low_low) {
+		quotient_low--;
+		remainder += divisor_high;
+		if (remainder < base &&
+		    (quotient_low >= base ||
+		     quotient_low * divisor_low > remainder * base + low_low))
+			quotient_low--;
+	}
+	return quotient_high * base + quotient_low;
+}
+
+/*
+ * a * b / c rounded down, exactly, as x86-64's mul_u64_u64_div_u64() (mulq;
+ * divq) computes it. Needs a <= c, which cputime_adjust() guarantees (stime <=
+ * stime + utime), so that the quotient fits in 64 bits.
+ */
+static __always_inline __u64 mul_u64_u64_div_u64(__u64 a, __u64 b, __u64 c)
+{
+	__u64 a_low = a & 0xffffffffULL, a_high = a >> 32;
+	__u64 b_low = b & 0xffffffffULL, b_high = b >> 32;
+	__u64 low_low = a_low * b_low, low_high = a_low * b_high;
+	__u64 high_low = a_high * b_low, high_high = a_high * b_high;
+	__u64 middle = (low_low >> 32) + (low_high & 0xffffffffULL) +
+		       (high_low & 0xffffffffULL);
+	__u64 low = middle << 32 | (low_low & 0xffffffffULL);
+	__u64 high = high_high + (low_high >> 32) + (high_low >> 32) + (middle >> 32);
+
+	if (!high)
+		return low / c;
+	return div_u128_u64(high, low, c);
+}
+
+/*
+ * cputime_adjust() (kernel/sched/cputime.c): scale the tick samples to the
+ * runtime, and never go back from what was last reported (prev). The kernel
+ * stores its answer in prev under a lock; this only reads prev, so it prints
+ * what a /proc read at this moment prints and stores, and a later /proc read
+ * with the same inputs prints the same.
+ */
+static __always_inline void cputime_adjust(__u64 runtime, __u64 utime, __u64 stime,
+					   __u64 prev_utime, __u64 prev_stime,
+					   __u64 *user, __u64 *system)
+{
+	if (prev_stime + prev_utime >= runtime) {
+		*user = prev_utime;
+		*system = prev_stime;
+		return;
+	}
+	if (stime == 0) {
+		utime = runtime;
+	} else if (utime == 0) {
+		stime = runtime;
+	} else {
+		stime = mul_u64_u64_div_u64(stime, runtime, stime + utime);
+		if (stime > runtime)
+			stime = runtime;
+	}
+	if (stime < prev_stime)
+		stime = prev_stime;
+	utime = runtime - stime;
+	if (utime < prev_utime) {
+		utime = prev_utime;
+		stime = runtime - utime;
+	}
+	*user = utime;
+	*system = stime;
+}
+
+/* --- end of host-testable arithmetic --- */
+
+extern bool CONFIG_VIRT_CPU_ACCOUNTING_NATIVE __kconfig __weak;
+
+/*
+ * task_cputime_adjusted(). With tick-based accounting (TICK_CPU_ACCOUNTING, as
+ * here) the tick samples utime and stime are scaled to the runtime the scheduler
+ * measured. VIRT_CPU_ACCOUNTING_GEN does the same, and where vtime runs (nohz_full
+ * CPUs) adds to a running thread the slice it is in: that slice is missing here.
+ * VIRT_CPU_ACCOUNTING_NATIVE times each mode exactly and prints it as it is.
+ */
+static __always_inline void task_cputime_adjusted(struct task_struct *task,
+						  __u64 *user, __u64 *system)
+{
+	if (CONFIG_VIRT_CPU_ACCOUNTING_NATIVE) {
+		*user = task->utime;
+		*system = task->stime;
+		return;
+	}
+	cputime_adjust(task->se.sum_exec_runtime, task->utime, task->stime,
+		       task->prev_cputime.utime, task->prev_cputime.stime, user, system);
+}
+
+/* task_state_index(), to the letter get_task_state() prints: "RSDTtXZPI". */
+static __always_inline char task_state_letter(struct task_struct *task)
+{
+	unsigned int state, report;
+
+	if (bpf_core_field_exists(task->__state))
+		state = BPF_CORE_READ(task, __state);
+	else
+		state = BPF_CORE_READ((struct task_struct___pre_5_14 *)task, state);
+	report = (state | task->exit_state) & TASK_REPORT;
+	if ((state & TASK_IDLE) == TASK_IDLE)
+		report = TASK_REPORT_IDLE;
+	if (state & (TASK_RTLOCK_WAIT | TASK_FROZEN))
+		report = TASK_UNINTERRUPTIBLE;
+	/* fls(report) */
+	if (report & 0x80) return 'I';
+	if (report & 0x40) return 'P';
+	if (report & 0x20) return 'Z';
+	if (report & 0x10) return 'X';
+	if (report & 0x08) return 't';
+	if (report & 0x04) return 'T';
+	if (report & 0x02) return 'D';
+	if (report & 0x01) return 'S';
+	return 'R';
+}
+
+static __always_inline int task_cpu(struct task_struct *task)
+{
+	struct thread_info___cpu_in_thread_info *info = (void *)&task->thread_info;
+
+	if (bpf_core_field_exists(info->cpu))
+		return BPF_CORE_READ(info, cpu);
+	return BPF_CORE_READ((struct task_struct___cpu_in_task *)task, cpu);
+}
+
+/* pid_nr_ns(): the number `pid` has in `ns`, 0 where ns cannot see it. */
+static __always_inline int pid_nr_ns(struct pid *pid, struct pid_namespace *ns)
+{
+	unsigned int ns_level, pid_level;
+	struct upid upid;
+
+	if (!pid || !ns)
+		return 0;
+	ns_level = BPF_CORE_READ(ns, level);
+	pid_level = BPF_CORE_READ(pid, level);
+	if (ns_level > pid_level || ns_level > MAX_PID_NS_LEVEL)
+		return 0;
+	if (bpf_probe_read_kernel(&upid, sizeof(upid),
+				  (void *)((__u64)pid + bpf_core_field_offset(struct pid, numbers) +
+					   ns_level * sizeof(struct upid))))
+		return 0;
+	return upid.ns == ns ? upid.nr : 0;
+}
+
+/* task_active_pid_ns(current): where the iterator numbers the tasks it visits. */
+static __always_inline struct pid_namespace *reader_pid_ns(void)
+{
+	struct pid *pid = BPF_CORE_READ(bpf_get_current_task_btf(), thread_pid);
+	unsigned int level = BPF_CORE_READ(pid, level);
+	struct upid upid;
+
+	if (level > MAX_PID_NS_LEVEL ||
+	    bpf_probe_read_kernel(&upid, sizeof(upid),
+				  (void *)((__u64)pid + bpf_core_field_offset(struct pid, numbers) +
+					   level * sizeof(struct upid))))
+		return NULL;
+	return upid.ns;
+}
+
+struct extent_search {
+	__u64 extents;		/* kernel address of struct uid_gid_extent[] */
+	__u32 count;
+	__u32 id;
+	__u32 mapped;
+};
+
+static long search_extent(__u32 index, struct extent_search *search)
+{
+	struct uid_gid_extent extent;
+
+	if (index >= search->count ||
+	    bpf_probe_read_kernel(&extent, sizeof(extent),
+				  (void *)(search->extents + index * sizeof(extent))))
+		return 1;
+	if (search->id >= extent.lower_first && search->id - extent.lower_first < extent.count) {
+		search->mapped = search->id - extent.lower_first + extent.first;
+		return 1;
+	}
+	return 0;
+}
+
+/* from_kuid_munged(ns, uid): map_id_up() on ns's uid_map, overflowuid if unmapped. */
+static __always_inline __u32 from_kuid_munged(struct user_namespace *ns, __u32 uid)
+{
+	struct extent_search search = { .id = uid, .mapped = (__u32)-1 };
+
+	if (!ns)
+		return uid;
+	search.count = BPF_CORE_READ(ns, uid_map.nr_extents);
+	if (search.count <= UID_GID_MAP_MAX_BASE_EXTENTS)
+		search.extents = (__u64)&ns->uid_map.extent;
+	else
+		search.extents = (__u64)BPF_CORE_READ(ns, uid_map.reverse);
+	bpf_loop(UID_GID_MAP_MAX_EXTENTS, search_extent, &search, 0);
+	return search.mapped == (__u32)-1 ? OVERFLOW_UID : search.mapped;
+}
+
+/* timens_add_boottime_ns(): the boot time offset of the reader's time namespace. */
+static __always_inline __s64 boottime_offset_ns(void)
+{
+	struct time_namespace *time_ns = BPF_CORE_READ(bpf_get_current_task_btf(), nsproxy, time_ns);
+	struct timespec64 offset = {};
+
+	if (!time_ns || bpf_core_read(&offset, sizeof(offset), &time_ns->offsets.boottime))
+		return 0;
+	return offset.tv_sec * (__s64)NSEC_PER_SEC + offset.tv_nsec;
+}
+
+/* get_mm_rss() of get_task_mm(task): none for kernel threads and exited tasks. */
+static __always_inline __u64 task_rss(struct task_struct *task)
+{
+	struct mm_struct *mm = task->mm;
+	__u64 rss = 0;
+	__s64 count;
+	int member;
+
+	if (!mm || task->flags & PF_KTHREAD)
+		return 0;
+	if (bpf_core_type_exists(struct mm_rss_stat___pre_6_2))
+		return 0;	/* before 6.2: per-thread caches, not reproduced */
+	for (member = 0; member < NR_MM_COUNTERS; member++) {
+		if (member == MM_SWAPENTS)
+			continue;
+		count = BPF_CORE_READ(mm, rss_stat[member].count);	/* percpu_counter_read_positive */
+		if (count > 0)
+			rss += count;
+	}
+	return rss;
+}
+
+static __always_inline void *kthread_of(struct task_struct *task)
+{
+	if (bpf_core_field_exists(task->worker_private))
+		return BPF_CORE_READ(task, worker_private);
+	return BPF_CORE_READ((struct task_struct___pre_5_17 *)task, set_child_tid);
+}
+
+static const char no_text[] = "";
+static const char current_work[] = "+";
+static const char last_work[] = "-";
+static const char high_priority[] = "H";
+
+/*
+ * wq_worker_comm(): the id format_worker_id() gives the worker, then '+' and the
+ * description of the work it runs, or '-' and that of the last one. Returns the
+ * length written into name.
+ */
+static __always_inline long worker_name(char *name, struct task_struct *task)
+{
+	struct kthread *kthread = kthread_of(task);
+	struct worker *worker = BPF_CORE_READ(kthread, data);
+	struct worker_pool *pool = BPF_CORE_READ(worker, pool);
+	struct workqueue_struct *rescue_wq = BPF_CORE_READ(worker, rescue_wq);
+	const char *sign = no_text, *description = no_text;
+	char first;
+	long length;
+
+	if (!worker)
+		return bpf_probe_read_kernel_str(name, sizeof(task->comm), task->comm);
+	if (pool && !bpf_probe_read_kernel(&first, 1, &worker->desc) && first) {
+		sign = BPF_CORE_READ(worker, current_work) ? current_work : last_work;
+		description = worker->desc;
+	}
+	if (rescue_wq) {
+		length = BPF_SNPRINTF(name, NAME_SIZE, "kworker/R-%s%s%s", rescue_wq->name,
+				      sign, description);
+	} else if (!pool) {
+		length = BPF_SNPRINTF(name, NAME_SIZE, "kworker/dying");
+	} else if (BPF_CORE_READ(pool, cpu) >= 0) {
+		length = BPF_SNPRINTF(name, NAME_SIZE, "kworker/%d:%d%s%s%s",
+				      BPF_CORE_READ(pool, cpu), BPF_CORE_READ(worker, id),
+				      BPF_CORE_READ(pool, attrs, nice) < 0 ? high_priority : no_text,
+				      sign, description);
+	} else {
+		length = BPF_SNPRINTF(name, NAME_SIZE, "kworker/u%d:%d%s%s",
+				      BPF_CORE_READ(pool, id), BPF_CORE_READ(worker, id),
+				      sign, description);
+	}
+	return length > NAME_SIZE ? NAME_SIZE : length;
+}
+
+/*
+ * proc_task_name(): a workqueue worker's id and work, a kernel thread's full
+ * name (longer than comm's 15 characters), else comm. Returns the length in
+ * name, without the terminating NUL.
+ */
+static __always_inline __u32 task_name(char *name, struct task_struct *task)
+{
+	long length;
+	char *full_name = NULL;
+
+	if (task->flags & PF_WQ_WORKER) {
+		length = worker_name(name, task);
+	} else {
+		if (task->flags & PF_KTHREAD && bpf_core_field_exists(struct kthread, full_name))
+			full_name = BPF_CORE_READ((struct kthread *)kthread_of(task), full_name);
+		if (full_name)
+			length = bpf_probe_read_kernel_str(name, NAME_SIZE, full_name);
+		else
+			length = bpf_probe_read_kernel_str(name, sizeof(task->comm), task->comm);
+	}
+	return length > 0 ? length - 1 : 0;
+}
+
+/* Whether any byte of name[offset, length) is a newline or a backslash. */
+static __always_inline bool word_needs_escape(struct scratch *s, __u32 offset, __u32 length)
+{
+	__u64 word = *(__u64 *)&s->name[offset];
+	__u64 newline = word ^ 0x0a0a0a0a0a0a0a0aULL;
+	__u64 backslash = word ^ 0x5c5c5c5c5c5c5c5cULL;
+	__u64 past_end = 0;
+
+	if (offset >= length)
+		return false;
+	if (length - offset < 8)	/* bytes past the end never match */
+		past_end = ~0ULL << ((length - offset) * 8);
+	newline |= past_end;
+	backslash |= past_end;
+	return ((newline - 0x0101010101010101ULL) & ~newline & 0x8080808080808080ULL) ||
+	       ((backslash - 0x0101010101010101ULL) & ~backslash & 0x8080808080808080ULL);
+}
+
+struct name_escape {
+	__u32 length;
+	__u32 written;
+};
+
+/* As status's seq_escape_str(..., ESCAPE_SPACE | ESCAPE_SPECIAL, "\n\\"). */
+static long escape_char(__u32 index, struct name_escape *e)
+{
+	struct scratch *s = scratch();
+	__u32 out = e->written;
+	char c;
+
+	if (!s || index >= e->length || out > sizeof(s->escaped) - 2)
+		return 1;
+	c = s->name[index & (NAME_SIZE - 1)];
+	if (c == '\n' || c == '\\') {
+		s->escaped[out] = '\\';
+		s->escaped[out + 1] = c == '\n' ? 'n' : '\\';
+		e->written = out + 2;
+	} else {
+		s->escaped[out] = c;
+		e->written = out + 1;
+	}
+	return 0;
+}
+
+SEC("iter/task")
+int task(struct bpf_iter__task *ctx)
+{
+	struct bpf_iter_meta *meta = ctx->meta;
+	struct seq_file *seq = meta->seq;
+	struct task_struct *task = ctx->task;
+	struct session *session = session_get(meta);
+	struct pid_namespace *pid_ns;
+	struct name_escape escape = {};
+	struct scratch *s;
+	__u64 utime, stime, start_time;
+	int ppid = 0, threads = 0;
+	__u32 length, offset;
+	bool escaping = false;
+
+	if (!session)
+		return 0;
+	if (session_wants_header(session, meta, task)) {
+		BPF_SEQ_PRINTF(seq, "%7s %7s %7s %10s %5s %4s %4s %7s %3s ",
+			       "tgid", "tid", "ppid", "uid", "state", "prio", "nice", "threads", "cpu");
+		BPF_SEQ_PRINTF(seq, "%10s %10s %10s %9s %s\n",
+			       "utime", "stime", "start", "rss", "comm");
+	}
+	if (!task) {
+		session_end(meta);
+		return 0;
+	}
+	s = scratch();
+	if (!s)
+		return 0;
+
+	pid_ns = reader_pid_ns();
+	/* do_task_stat() reads these under lock_task_sighand(): 0 once it fails. */
+	if (task->sighand) {
+		ppid = pid_nr_ns(BPF_CORE_READ(task, real_parent, signal, pids[PIDTYPE_TGID]), pid_ns);
+		threads = BPF_CORE_READ(task, signal, nr_threads);
+	}
+	task_cputime_adjusted(task, &utime, &stime);
+	start_time = task->start_boottime + boottime_offset_ns();
+
+	BPF_SEQ_PRINTF(seq, "%7d %7d %7d %10u %5c %4d %4d %7d %3d ",
+		       pid_nr_ns(BPF_CORE_READ(task, signal, pids[PIDTYPE_TGID]), pid_ns),
+		       pid_nr_ns(task->thread_pid, pid_ns), ppid,
+		       from_kuid_munged(BPF_CORE_READ(seq, file, f_cred, user_ns),
+					BPF_CORE_READ(task, real_cred, uid.val)),
+		       task_state_letter(task), task->prio - MAX_RT_PRIO,
+		       task->static_prio - DEFAULT_PRIO, threads, task_cpu(task));
+	BPF_SEQ_PRINTF(seq, "%10llu %10llu %10llu %9llu ",
+		       utime / NSEC_PER_CLOCK_TICK, stime / NSEC_PER_CLOCK_TICK,
+		       start_time / NSEC_PER_CLOCK_TICK, task_rss(task));
+
+	length = task_name(s->name, task);
+	for (offset = 0; offset < NAME_SIZE; offset += 8)
+		escaping |= word_needs_escape(s, offset, length);
+	if (!escaping) {
+		bpf_seq_write(seq, s->name, length & (NAME_SIZE - 1));
+	} else {
+		escape.length = length;
+		bpf_loop(NAME_SIZE, escape_char, &escape, 0);
+		bpf_seq_write(seq, s->escaped, escape.written & (sizeof(s->escaped) - 1));
+	}
+	bpf_seq_write(seq, "\n", 1);
+	return 0;
+}
