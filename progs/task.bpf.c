@@ -14,6 +14,7 @@
  * spaces, parentheses, or begin with a space.
  */
 #include "iterfs.h"
+#include "text.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -62,6 +63,7 @@ struct mm_rss_stat___pre_6_2 {
 
 /* Per reading thread, as in task_file: a thread runs one program at a time. */
 struct scratch {
+	struct line line;
 	char name[NAME_SIZE];
 	char escaped[NAME_SIZE * 2];
 };
@@ -480,26 +482,28 @@ int task(struct bpf_iter__task *ctx)
 	struct bpf_iter_meta *meta = ctx->meta;
 	struct seq_file *seq = meta->seq;
 	struct task_struct *task = ctx->task;
-	struct session *session = session_get(meta);
+	struct session *session;
 	struct pid_namespace *pid_ns;
 	struct name_escape escape = {};
 	struct scratch *s;
 	__u64 utime, stime, start_time;
 	int ppid = 0, threads = 0;
-	__u32 length, offset;
+	__u32 length, offset, at;
 	bool escaping = false;
 
-	if (!session)
-		return 0;
-	if (session_wants_header(session, meta, task)) {
-		BPF_SEQ_PRINTF(seq, "%7s %7s %7s %10s %5s %4s %4s %7s %3s ",
-			       "tgid", "tid", "ppid", "uid", "state", "prio", "nice", "threads", "cpu");
-		BPF_SEQ_PRINTF(seq, "%10s %10s %10s %9s %s\n",
-			       "utime", "stime", "start", "rss", "comm");
-	}
-	if (!task) {
-		session_end(meta);
-		return 0;
+	/* Only the header needs the session: skip the lookup on every other thread. */
+	if (meta->seq_num == 0 || !task) {
+		session = session_get(meta);
+		if (session && session_wants_header(session, meta, task)) {
+			BPF_SEQ_PRINTF(seq, "%7s %7s %7s %10s %5s %4s %4s %7s %3s ", "tgid", "tid",
+				       "ppid", "uid", "state", "prio", "nice", "threads", "cpu");
+			BPF_SEQ_PRINTF(seq, "%10s %10s %10s %9s %s\n",
+				       "utime", "stime", "start", "rss", "comm");
+		}
+		if (!task) {
+			session_end(meta);
+			return 0;
+		}
 	}
 	s = scratch();
 	if (!s)
@@ -514,16 +518,25 @@ int task(struct bpf_iter__task *ctx)
 	task_cputime_adjusted(task, &utime, &stime);
 	start_time = task->start_boottime + boottime_offset_ns();
 
-	BPF_SEQ_PRINTF(seq, "%7d %7d %7d %10u %5c %4d %4d %7d %3d ",
-		       pid_nr_ns(BPF_CORE_READ(task, signal, pids[PIDTYPE_TGID]), pid_ns),
-		       pid_nr_ns(task->thread_pid, pid_ns), ppid,
-		       from_kuid_munged(BPF_CORE_READ(seq, file, f_cred, user_ns),
-					BPF_CORE_READ(task, real_cred, uid.val)),
-		       task_state_letter(task), task->prio - MAX_RT_PRIO,
-		       task->static_prio - DEFAULT_PRIO, threads, task_cpu(task));
-	BPF_SEQ_PRINTF(seq, "%10llu %10llu %10llu %9llu ",
-		       utime / NSEC_PER_CLOCK_TICK, stime / NSEC_PER_CLOCK_TICK,
-		       start_time / NSEC_PER_CLOCK_TICK, task_rss(task));
+	line_clear(&s->line);
+	at = put_signed(&s->line, 0,
+			pid_nr_ns(BPF_CORE_READ(task, signal, pids[PIDTYPE_TGID]), pid_ns), 7);
+	at = put_signed(&s->line, at, pid_nr_ns(task->thread_pid, pid_ns), 7);
+	at = put_signed(&s->line, at, ppid, 7);
+	at = put_number(&s->line, at,
+			from_kuid_munged(BPF_CORE_READ(seq, file, f_cred, user_ns),
+					 BPF_CORE_READ(task, real_cred, uid.val)),
+			NUMBER(10, 10, 0));
+	at = put_char(&s->line, at, task_state_letter(task), 5);
+	at = put_signed(&s->line, at, task->prio - MAX_RT_PRIO, 4);
+	at = put_signed(&s->line, at, task->static_prio - DEFAULT_PRIO, 4);
+	at = put_signed(&s->line, at, threads, 7);
+	at = put_signed(&s->line, at, task_cpu(task), 3);
+	at = put_number(&s->line, at, utime / NSEC_PER_CLOCK_TICK, NUMBER(10, 10, 0));
+	at = put_number(&s->line, at, stime / NSEC_PER_CLOCK_TICK, NUMBER(10, 10, 0));
+	at = put_number(&s->line, at, start_time / NSEC_PER_CLOCK_TICK, NUMBER(10, 10, 0));
+	at = put_number(&s->line, at, task_rss(task), NUMBER(9, 10, 0));
+	bpf_seq_write(seq, s->line.text, at & (LINE_SIZE - 1));
 
 	length = task_name(s->name, task);
 	for (offset = 0; offset < NAME_SIZE; offset += 8)

@@ -6,6 +6,7 @@
  * the way /proc/<pid>/maps writes it, so that every line is one descriptor.
  */
 #include "iterfs.h"
+#include "text.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -14,11 +15,10 @@ char LICENSE[] SEC("license") = "GPL";
 #define FLAGS_WIDTH 10
 #define BITS_PER_LONG 64
 
-#define LINE_SIZE 128
 
 /* Per reading thread: a thread runs one program at a time, so nothing races. */
 struct scratch {
-	char line[LINE_SIZE];
+	struct line line;
 	char path[PATH_SIZE];
 	char escaped[PATH_SIZE * 4];
 };
@@ -78,58 +78,6 @@ static __always_inline unsigned int fdinfo_flags(struct task_struct *task, struc
 	return flags;
 }
 
-/*
- * Puts `value` in `base` at line[at], right-aligned in `width` columns (more
- * if it needs more), after `lead` if not NUL ('0' for fdinfo's octal, '-'),
- * then a space; returns where the line goes on. The line was filled with
- * spaces first. The numbers are made here, not with bpf_seq_printf(), which
- * costs more than the rest of a line together (and has no %o).
- */
-/* How put_number() writes: five arguments are all a BPF function may take. */
-#define NUMBER(width, base, lead) ((width) | (base) << 8 | (lead) << 16)
-
-__noinline __u32 put_number(struct scratch *s, __u32 at, __u64 value, __u32 style)
-{
-	__u32 width = style & 0xff, base = (style >> 8) & 0xff, lead = style >> 16;
-	__u32 small = value;
-	char digits[32];
-	__u32 n = 0;
-
-	/* A function of its own, verified once: inlined, its loops multiply. */
-	if (!s)
-		return at;
-	if (base == 8) {
-		for (int i = 0; i < 22; i++) {	/* a u64 has at most 22 octal digits */
-			digits[n++ & 31] = '0' + (value & 7);
-			value >>= 3;
-			if (!value)
-				break;
-		}
-	} else if (small == value) {		/* 32-bit division is the cheaper */
-		for (int i = 0; i < 10; i++) {
-			digits[n++ & 31] = '0' + small % 10;
-			small /= 10;
-			if (!small)
-				break;
-		}
-	} else {
-		for (int i = 0; i < 20; i++) {
-			digits[n++ & 31] = '0' + value % 10;
-			value /= 10;
-			if (!value)
-				break;
-		}
-	}
-	if (lead)
-		digits[n++ & 31] = lead;
-	if (n < width)
-		at += width - n;
-	for (int i = 0; i < 32 && n > 0; i++)
-		s->line[at++ & (LINE_SIZE - 1)] = digits[--n & 31];
-	s->line[at++ & (LINE_SIZE - 1)] = ' ';
-	return at;
-}
-
 /* Whether the path's first `length` bytes hold a '\n', eight bytes at a time. */
 __noinline int has_newline(struct scratch *s, __u32 length)
 {
@@ -176,13 +124,14 @@ int task_file(struct bpf_iter__task_file *ctx)
 		return 0;
 
 	pos = file->f_pos;
-	__builtin_memset(s->line, ' ', LINE_SIZE);
-	at = put_number(s, 0, task->tgid, NUMBER(8, 10, 0));
-	at = put_number(s, at, task->pid, NUMBER(8, 10, 0));
-	at = put_number(s, at, ctx->fd, NUMBER(8, 10, 0));
-	at = put_number(s, at, fdinfo_flags(task, file, ctx->fd), NUMBER(FLAGS_WIDTH, 8, '0'));
-	at = put_number(s, at, pos < 0 ? -pos : pos, NUMBER(10, 10, pos < 0 ? '-' : 0));
-	bpf_seq_write(seq, s->line, at & (LINE_SIZE - 1));
+	line_clear(&s->line);
+	at = put_number(&s->line, 0, task->tgid, NUMBER(8, 10, 0));
+	at = put_number(&s->line, at, task->pid, NUMBER(8, 10, 0));
+	at = put_number(&s->line, at, ctx->fd, NUMBER(8, 10, 0));
+	at = put_number(&s->line, at, fdinfo_flags(task, file, ctx->fd),
+			NUMBER(FLAGS_WIDTH, 8, '0'));
+	at = put_signed(&s->line, at, pos, 10);
+	bpf_seq_write(seq, s->line.text, at & (LINE_SIZE - 1));
 	length = bpf_d_path((struct path *)&file->f_path, s->path, sizeof(s->path));
 	if (length <= 0) {
 		BPF_SEQ_PRINTF(seq, "?\n");
