@@ -61,8 +61,24 @@ struct mm_rss_stat___pre_6_2 {
 	long count[4];
 } __attribute__((preserve_access_index));
 
+/*
+ * What depends only on the reader, worked out once per iterator session rather
+ * than for every thread shown (each is several probe reads).
+ */
+struct reader {
+	__u64 session_id;
+	__u64 pid_ns;		/* struct pid_namespace * */
+	__u32 pid_ns_level;	/* 0: the initial namespace, whose numbers the task holds */
+	__u64 user_ns;		/* struct user_namespace * */
+	__s64 boottime_offset;
+	__u32 uid;		/* the last uid mapped, and what it maps to */
+	__u32 mapped_uid;
+	bool have_uid;
+};
+
 /* Per reading thread, as in task_file: a thread runs one program at a time. */
 struct scratch {
+	struct reader reader;
 	struct line line;
 	char name[NAME_SIZE];
 	char escaped[NAME_SIZE * 2];
@@ -488,7 +504,7 @@ int task(struct bpf_iter__task *ctx)
 	struct scratch *s;
 	__u64 utime, stime, start_time;
 	int ppid = 0, threads = 0;
-	__u32 length, offset, at;
+	__u32 length, offset, at, uid;
 	bool escaping = false;
 
 	/* Only the header needs the session: skip the lookup on every other thread. */
@@ -509,24 +525,47 @@ int task(struct bpf_iter__task *ctx)
 	if (!s)
 		return 0;
 
-	pid_ns = reader_pid_ns();
+	if (s->reader.session_id != meta->session_id) {
+		s->reader.session_id = meta->session_id;
+		pid_ns = reader_pid_ns();
+		s->reader.pid_ns = (__u64)pid_ns;
+		s->reader.pid_ns_level = pid_ns ? BPF_CORE_READ(pid_ns, level) : 0;
+		s->reader.user_ns = (__u64)BPF_CORE_READ(seq, file, f_cred, user_ns);
+		s->reader.boottime_offset = boottime_offset_ns();
+		s->reader.have_uid = false;
+	}
+	pid_ns = (struct pid_namespace *)s->reader.pid_ns;
+	uid = BPF_CORE_READ(task, real_cred, uid.val);
+	if (!s->reader.have_uid || s->reader.uid != uid) {
+		s->reader.mapped_uid = from_kuid_munged((struct user_namespace *)s->reader.user_ns,
+							uid);
+		s->reader.uid = uid;
+		s->reader.have_uid = true;
+	}
 	/* do_task_stat() reads these under lock_task_sighand(): 0 once it fails. */
 	if (task->sighand) {
-		ppid = pid_nr_ns(BPF_CORE_READ(task, real_parent, signal, pids[PIDTYPE_TGID]), pid_ns);
+		if (s->reader.pid_ns && s->reader.pid_ns_level == 0)
+			ppid = task->real_parent->tgid;
+		else
+			ppid = pid_nr_ns(BPF_CORE_READ(task, real_parent, signal, pids[PIDTYPE_TGID]),
+					 pid_ns);
 		threads = BPF_CORE_READ(task, signal, nr_threads);
 	}
 	task_cputime_adjusted(task, &utime, &stime);
-	start_time = task->start_boottime + boottime_offset_ns();
+	start_time = task->start_boottime + s->reader.boottime_offset;
 
 	line_clear(&s->line);
-	at = put_signed(&s->line, 0,
-			pid_nr_ns(BPF_CORE_READ(task, signal, pids[PIDTYPE_TGID]), pid_ns), 7);
-	at = put_signed(&s->line, at, pid_nr_ns(task->thread_pid, pid_ns), 7);
+	if (s->reader.pid_ns && s->reader.pid_ns_level == 0) {
+		/* The numbers a task holds are those of the initial namespace. */
+		at = put_signed(&s->line, 0, task->tgid, 7);
+		at = put_signed(&s->line, at, task->pid, 7);
+	} else {
+		at = put_signed(&s->line, 0,
+				pid_nr_ns(BPF_CORE_READ(task, signal, pids[PIDTYPE_TGID]), pid_ns), 7);
+		at = put_signed(&s->line, at, pid_nr_ns(task->thread_pid, pid_ns), 7);
+	}
 	at = put_signed(&s->line, at, ppid, 7);
-	at = put_number(&s->line, at,
-			from_kuid_munged(BPF_CORE_READ(seq, file, f_cred, user_ns),
-					 BPF_CORE_READ(task, real_cred, uid.val)),
-			NUMBER(10, 10, 0));
+	at = put_number(&s->line, at, s->reader.mapped_uid, NUMBER(10, 10, 0));
 	at = put_char(&s->line, at, task_state_letter(task), 5);
 	at = put_signed(&s->line, at, task->prio - MAX_RT_PRIO, 4);
 	at = put_signed(&s->line, at, task->static_prio - DEFAULT_PRIO, 4);
