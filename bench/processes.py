@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import VIEWS, Holders, running_daemon  # noqa: E402
+from tcp6 import read_all  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 READ_SIZE = 128 * 1024
@@ -45,17 +46,6 @@ for t in threads:
 print("ready", flush=True)
 sys.stdin.read()
 """
-
-
-def read_file(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = 0
-        while chunk := os.read(fd, READ_SIZE):
-            size += len(chunk)
-        return size
-    finally:
-        os.close(fd)
 
 
 def walk_fds():
@@ -130,7 +120,8 @@ def main():
             lines = len((mnt / "task_file" / "all").read_text().splitlines()) - 1
             print(f"files: {args.processes} processes x {args.files} files "
                   f"({lines} open files in all), {args.rounds} rounds")
-            results.append(compare("files", lambda: read_file(mnt / "task_file" / "all"),
+            results.append(compare("files",
+                                   lambda: read_all(mnt / "task_file" / "all", READ_SIZE),
                                    walk_fds, args.rounds, 10))
         finally:
             holders.close()
@@ -140,7 +131,8 @@ def main():
             try:
                 lines = len((mnt / "task" / "all").read_text().splitlines()) - 1
                 print(f"threads: {args.threads} threads ({lines} in all), {args.rounds} rounds")
-                results.append(compare("threads", lambda: read_file(mnt / "task" / "all"),
+                results.append(compare("threads",
+                                       lambda: read_all(mnt / "task" / "all", READ_SIZE),
                                        walk_thread_stats, args.rounds, 20))
             finally:
                 holders.close()
