@@ -15,6 +15,7 @@
  */
 #include "iterfs.h"
 #include "text.h"
+#include "scratch.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -76,7 +77,6 @@ struct reader {
 	bool have_uid;
 };
 
-/* Per reading thread, as in task_file: a thread runs one program at a time. */
 struct scratch {
 	struct reader reader;
 	struct line line;
@@ -84,18 +84,7 @@ struct scratch {
 	char escaped[NAME_SIZE * 2];
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct scratch);
-} scratch_space SEC(".maps");
-
-static __always_inline struct scratch *scratch(void)
-{
-	return bpf_task_storage_get(&scratch_space, bpf_get_current_task_btf(), NULL,
-				    BPF_LOCAL_STORAGE_GET_F_CREATE);
-}
+PER_THREAD_SCRATCH(struct scratch)
 
 /* --- host-testable arithmetic: tests/test_task.py compiles this block with gcc --- */
 

@@ -7,6 +7,7 @@
  */
 #include "iterfs.h"
 #include "text.h"
+#include "scratch.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -15,53 +16,15 @@ char LICENSE[] SEC("license") = "GPL";
 #define FLAGS_WIDTH 10
 #define BITS_PER_LONG 64
 
-
-/* Per reading thread: a thread runs one program at a time, so nothing races. */
 struct scratch {
 	struct line line;
 	char path[PATH_SIZE];
 	char escaped[PATH_SIZE * 4];
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct scratch);
-} scratch_space SEC(".maps");
+PER_THREAD_SCRATCH(struct scratch)
 
-static __always_inline struct scratch *scratch(void)
-{
-	return bpf_task_storage_get(&scratch_space, bpf_get_current_task_btf(), NULL,
-				    BPF_LOCAL_STORAGE_GET_F_CREATE);
-}
-
-struct path_escape {
-	__u32 length;
-	__u32 written;
-};
-
-static long escape_char(__u32 index, struct path_escape *e)
-{
-	struct scratch *s = scratch();
-	__u32 out = e->written;
-	char c;
-
-	if (!s || index >= e->length || out > sizeof(s->escaped) - 4)
-		return 1;
-	c = s->path[index & (PATH_SIZE - 1)];
-	if (c != '\n') {
-		s->escaped[out] = c;
-		e->written = out + 1;
-		return 0;
-	}
-	s->escaped[out] = '\\';
-	s->escaped[out + 1] = '0';
-	s->escaped[out + 2] = '1';
-	s->escaped[out + 3] = '2';
-	e->written = out + 4;
-	return 0;
-}
+#include "paths.h"
 
 /* f_flags as fdinfo shows them: with O_CLOEXEC when the fd is close-on-exec. */
 static __always_inline unsigned int fdinfo_flags(struct task_struct *task, struct file *file,
@@ -78,22 +41,6 @@ static __always_inline unsigned int fdinfo_flags(struct task_struct *task, struc
 	return flags;
 }
 
-/* Whether the path's first `length` bytes hold a '\n', eight bytes at a time. */
-__noinline int has_newline(struct scratch *s, __u32 length)
-{
-	if (!s)
-		return 0;
-	for (__u32 offset = 0; offset < PATH_SIZE && offset < length; offset += 8) {
-		__u64 word = *(__u64 *)&s->path[offset & (PATH_SIZE - 8)] ^ 0x0a0a0a0a0a0a0a0aULL;
-
-		if (length - offset < 8)	/* bytes past the end never match */
-			word |= ~0ULL << ((length - offset) * 8);
-		if ((word - 0x0101010101010101ULL) & ~word & 0x8080808080808080ULL)
-			return 1;
-	}
-	return 0;
-}
-
 SEC("iter/task_file")
 int task_file(struct bpf_iter__task_file *ctx)
 {
@@ -101,7 +48,6 @@ int task_file(struct bpf_iter__task_file *ctx)
 	struct seq_file *seq = meta->seq;
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
-	struct path_escape escape = {};
 	struct session *session;
 	struct scratch *s;
 	long long pos;
@@ -144,9 +90,7 @@ int task_file(struct bpf_iter__task_file *ctx)
 		bpf_seq_write(seq, s->path, (length & (PATH_SIZE - 1)) + 1);
 		return 0;
 	}
-	escape.length = length;
-	bpf_loop(PATH_SIZE, escape_char, &escape, 0);
-	bpf_seq_write(seq, s->escaped, escape.written & (sizeof(s->escaped) - 1));
+	bpf_seq_write(seq, s->escaped, escape_path(length) & (sizeof(s->escaped) - 1));
 	bpf_seq_write(seq, "\n", 1);
 	return 0;
 }

@@ -21,6 +21,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
+#include "scratch.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -90,7 +91,6 @@ struct {
 	__type(value, struct walk);
 } walks SEC(".maps");
 
-/* Per reading thread: a thread runs one program at a time, so nothing races. */
 struct scratch {
 	char line[LINE_SIZE];
 	char name[NAME_SIZE];
@@ -98,18 +98,9 @@ struct scratch {
 	char escaped[PATH_SIZE * 4];
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct scratch);
-} scratch_space SEC(".maps");
+PER_THREAD_SCRATCH(struct scratch)
 
-static __always_inline struct scratch *scratch(void)
-{
-	return bpf_task_storage_get(&scratch_space, bpf_get_current_task_btf(), NULL,
-				    BPF_LOCAL_STORAGE_GET_F_CREATE);
-}
+#include "paths.h"
 
 /*
  * ALL, TID or TGID: how the iterator was attached. The program is not told,
@@ -210,50 +201,6 @@ __noinline __u32 put_number(struct scratch *s, __u32 at, __u64 value, __u32 base
 	return at;
 }
 
-/* Whether the path's first `length` bytes hold a '\n', eight bytes at a time. */
-__noinline int has_newline(struct scratch *s, __u32 length)
-{
-	if (!s)
-		return 0;
-	for (__u32 offset = 0; offset < PATH_SIZE && offset < length; offset += 8) {
-		__u64 word = *(__u64 *)&s->path[offset & (PATH_SIZE - 8)] ^ 0x0a0a0a0a0a0a0a0aULL;
-
-		if (length - offset < 8)	/* bytes past the end never match */
-			word |= ~0ULL << ((length - offset) * 8);
-		if ((word - 0x0101010101010101ULL) & ~word & 0x8080808080808080ULL)
-			return 1;
-	}
-	return 0;
-}
-
-struct path_escape {
-	__u32 length;
-	__u32 written;
-};
-
-/* seq_file_path(m, file, "\n"): a '\n' in a path is written as \012. */
-static long escape_char(__u32 index, struct path_escape *e)
-{
-	struct scratch *s = scratch();
-	__u32 out = e->written;
-	char c;
-
-	if (!s || index >= e->length || out > sizeof(s->escaped) - 4)
-		return 1;
-	c = s->path[index & (PATH_SIZE - 1)];
-	if (c != '\n') {
-		s->escaped[out] = c;
-		e->written = out + 1;
-		return 0;
-	}
-	s->escaped[out] = '\\';
-	s->escaped[out + 1] = '0';
-	s->escaped[out + 2] = '1';
-	s->escaped[out + 3] = '2';
-	e->written = out + 4;
-	return 0;
-}
-
 /* The fields show_vma_header_prefix() prints. */
 struct vma_header {
 	__u64 start;
@@ -330,16 +277,12 @@ static __always_inline long write_gate(struct seq_file *seq, int type, struct mm
 /* The path in s->path, `length` bytes, as seq_file_path(m, file, "\n") writes it. */
 static __always_inline void write_path_bytes(struct seq_file *seq, struct scratch *s, long length)
 {
-	struct path_escape escape = {};
-
 	if (!has_newline(s, length)) {
 		s->path[length & (PATH_SIZE - 1)] = '\n';
 		bpf_seq_write(seq, s->path, (length & (PATH_SIZE - 1)) + 1);
 		return;
 	}
-	escape.length = length;
-	bpf_loop(PATH_SIZE, escape_char, &escape, 0);
-	bpf_seq_write(seq, s->escaped, escape.written & (sizeof(s->escaped) - 1));
+	bpf_seq_write(seq, s->escaped, escape_path(length) & (sizeof(s->escaped) - 1));
 	bpf_seq_write(seq, "\n", 1);
 }
 

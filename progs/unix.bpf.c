@@ -19,6 +19,7 @@
  */
 #include "iterfs.h"
 #include "sock.h"
+#include "scratch.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -41,12 +42,7 @@ struct scratch {
 	char text[TEXT_SIZE];
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct scratch);
-} scratch_space SEC(".maps");
+PER_THREAD_SCRATCH(struct scratch)
 
 /*
  * The rest of a batch written at a flush point, in case the kernel shows it
@@ -64,12 +60,6 @@ struct {
 	__type(key, __u64);
 	__type(value, struct resume);
 } resumes SEC(".maps");
-
-static __always_inline struct scratch *scratch(void)
-{
-	return bpf_task_storage_get(&scratch_space, bpf_get_current_task_btf(), NULL,
-				    BPF_LOCAL_STORAGE_GET_F_CREATE);
-}
 
 /* What sock->state would be, as unix_seq_show derives it. */
 static __always_inline int sock_state(struct sock *sk)
