@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import VIEWS, Holders, running_daemon  # noqa: E402
+from conftest import Holders, running_daemon  # noqa: E402
 from tcp6 import read_all  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -125,17 +125,16 @@ def main():
                                    walk_fds, args.rounds, 10))
         finally:
             holders.close()
-        if "task" in VIEWS:
-            per_process = 500
-            holders = Holders(THREAD_HOLDER, [per_process] * (args.threads // per_process))
-            try:
-                lines = len((mnt / "task" / "all").read_text().splitlines()) - 1
-                print(f"threads: {args.threads} threads ({lines} in all), {args.rounds} rounds")
-                results.append(compare("threads",
-                                       lambda: read_all(mnt / "task" / "all", READ_SIZE),
-                                       walk_thread_stats, args.rounds, 20))
-            finally:
-                holders.close()
+        per_process = 500
+        holders = Holders(THREAD_HOLDER, [per_process] * (args.threads // per_process))
+        try:
+            lines = len((mnt / "task" / "all").read_text().splitlines()) - 1
+            print(f"threads: {args.threads} threads ({lines} in all), {args.rounds} rounds")
+            results.append(compare("threads",
+                                   lambda: read_all(mnt / "task" / "all", READ_SIZE),
+                                   walk_thread_stats, args.rounds, 20))
+        finally:
+            holders.close()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "processes.json").write_text(json.dumps(results, indent=2) + "\n")
 
