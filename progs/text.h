@@ -34,43 +34,42 @@ static __always_inline void line_clear(struct line *line)
 __noinline __u32 put_number(struct line *line, __u32 at, __u64 value, __u32 style)
 {
 	__u32 width = style & 0xff, base = (style >> 8) & 0xff, lead = style >> 16;
-	__u32 small = value;
-	char digits[32];
-	__u32 n = 0;
+	__u32 digits = 1, end, i;
+	__u64 power = 10, rest;
 
 	/* A function of its own, verified once: inlined, its loops multiply. */
 	if (!line)
 		return at;
+	/* Count the digits first, so that they go straight to their columns. */
 	if (base == 8) {
-		for (int i = 0; i < 22; i++) {	/* a u64 has at most 22 octal digits */
-			digits[n++ & 31] = '0' + (value & 7);
-			value >>= 3;
-			if (!value)
-				break;
-		}
-	} else if (small == value) {		/* 32-bit division is the cheaper */
-		for (int i = 0; i < 10; i++) {
-			digits[n++ & 31] = '0' + small % 10;
-			small /= 10;
-			if (!small)
-				break;
-		}
+		for (rest = value >> 3; rest && digits < 22; rest >>= 3)
+			digits++;
 	} else {
-		for (int i = 0; i < 20; i++) {
-			digits[n++ & 31] = '0' + value % 10;
-			value /= 10;
-			if (!value)
-				break;
-		}
+		for (; digits < 20 && value >= power; power *= 10)
+			digits++;
 	}
 	if (lead)
-		digits[n++ & 31] = lead;
-	if (n < width)
-		at += width - n;
-	for (int i = 0; i < 32 && n > 0; i++)
-		line->text[at++ & (LINE_SIZE - 1)] = digits[--n & 31];
-	line->text[at++ & (LINE_SIZE - 1)] = ' ';
-	return at;
+		digits++;
+	end = at + (digits < width ? width : digits);
+	at = end;
+	for (i = 0; i < 22; i++) {
+		__u64 quotient;
+
+		if (base == 8)
+			quotient = value >> 3;
+		else if (value >> 32)
+			quotient = value / 10;
+		else	/* x / 10 == x * 0xcccccccd >> 35 for every 32-bit x: no divide */
+			quotient = value * 0xcccccccdULL >> 35;
+		line->text[--at & (LINE_SIZE - 1)] = '0' + (value - quotient * base);
+		value = quotient;
+		if (!value)
+			break;
+	}
+	if (lead)
+		line->text[--at & (LINE_SIZE - 1)] = lead;
+	line->text[end & (LINE_SIZE - 1)] = ' ';
+	return end + 1;
 }
 
 /* A signed decimal, right-aligned in `width` columns, then a space. */
