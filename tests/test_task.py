@@ -283,9 +283,10 @@ def test_stopped_process_every_thread_equals_proc(mount, burnt):
 
 
 # Thread names set with prctl(PR_SET_NAME): spaces, parentheses, a newline, a
-# backslash, a leading space, a tab, bytes that are not UTF-8, and none at all.
+# backslash, a leading space, a tab, bytes that are not UTF-8, none at all, and
+# the longest comm holds (15 bytes).
 ODD_NAMES = [b"two  spaces", b"a) (b", b"new\nline", b"back\\slash", b" lead", b"tab\there",
-             b"\xe9t\xe9", b""]
+             b"\xe9t\xe9", b"", b"fifteen_letters"]
 
 
 @pytest.fixture(scope="module")
