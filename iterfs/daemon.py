@@ -1,10 +1,13 @@
 """The daemon: check the machine, load the views, mount, serve until told to stop."""
 
 import argparse
+import ctypes
 import errno
 import faulthandler
 import logging
 import os
+import re
+import resource
 import signal
 import socket
 import stat
@@ -23,6 +26,8 @@ DEFAULT_OBJECTS = Path(__file__).resolve().parent.parent / "build" / "progs"
 MOUNT_OPTIONS = ("fsname=iterfs", "subtype=iterfs", "ro", "nosuid", "nodev", "noexec")
 CAPABILITIES = {"CAP_SYS_ADMIN": 21, "CAP_BPF": 39}
 EXIT_USAGE = 2
+MNT_DETACH = 2
+libc = ctypes.CDLL(None, use_errno=True)
 SHUTDOWN_GRACE = 2.0
 
 
@@ -74,21 +79,63 @@ def check_environment(mountpoint, objects):
             raise SetupError("/dev/fuse is not a character device")
     except FileNotFoundError:
         raise SetupError("/dev/fuse is missing: load the fuse module (modprobe fuse)")
-    try:
-        mode = os.stat(mountpoint).st_mode
-    except FileNotFoundError:
-        raise SetupError(f"mount point {mountpoint} does not exist")
-    except OSError as error:
-        if error.errno == errno.ENOTCONN:
-            raise SetupError(f"mount point {mountpoint} is a dead FUSE mount: "
-                             f"detach it with fusermount3 -u -z {mountpoint}")
-        raise SetupError(f"mount point {mountpoint}: {error.strerror}")
-    if not stat.S_ISDIR(mode):
+    if not stat.S_ISDIR(usable_mountpoint(mountpoint)):
         raise SetupError(f"mount point {mountpoint} is not a directory")
-    if os.path.ismount(mountpoint):
-        raise SetupError(f"mount point {mountpoint} is already a mount")
     if not objects.is_dir() or not any(objects.glob("*.bpf.o")):
         raise SetupError(f"no compiled views (*.bpf.o) in {objects}: run `make setup`")
+
+
+def usable_mountpoint(mountpoint):
+    """The mount point's mode, once every dead iterfs mount on it is detached."""
+    while True:
+        try:
+            mode = os.stat(mountpoint).st_mode
+            if not os.path.ismount(mountpoint):
+                return mode
+            os.statvfs(mountpoint)      # a dead mount's root attributes may be cached
+        except FileNotFoundError:
+            raise SetupError(f"mount point {mountpoint} does not exist")
+        except OSError as error:
+            if error.errno != errno.ENOTCONN:
+                raise SetupError(f"mount point {mountpoint}: {error.strerror}")
+            detach_dead_mount(mountpoint)
+            continue
+        raise SetupError(f"mount point {mountpoint} is already a mount")
+
+
+def mount_types(mountpoint):
+    """The filesystem types mounted at `mountpoint`, from /proc/self/mountinfo."""
+    types = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields, _, super_fields = line.partition(" - ")
+            point = fields.split()[4]
+            # mountinfo escapes space, tab, newline and backslash in octal.
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point)
+            if point == mountpoint:
+                types.append(super_fields.split()[0])
+    return types
+
+
+def detach_dead_mount(mountpoint):
+    """A dead iterfs mount (its daemon was killed) is detached, so that a restart
+    after a crash mounts again; another filesystem's is not ours to touch."""
+    types = mount_types(mountpoint)
+    if not types or types[-1] != "fuse.iterfs":
+        raise SetupError(f"mount point {mountpoint} is a dead FUSE mount, not iterfs's: "
+                         f"detach it with fusermount3 -u -z {mountpoint}")
+    if libc.umount2(os.fsencode(mountpoint), MNT_DETACH) != 0:
+        code = ctypes.get_errno()
+        raise SetupError(f"cannot detach the dead iterfs mount at {mountpoint}: "
+                         f"{os.strerror(code)}")
+    log.warning("mount point %s held a dead iterfs mount: detached it", mountpoint)
+
+
+def raise_fd_limit():
+    """Every open file holds two fds (link and iterator): take all the kernel allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def notify_ready():
@@ -98,13 +145,24 @@ def notify_ready():
         return
     if address.startswith("@"):
         address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.sendto(b"READY=1", address)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"READY=1", address)
+    except OSError as error:
+        log.warning("cannot notify %s that the mount is ready: %s", address, error.strerror)
+
+
+async def announce_ready():
+    await trio.sleep(0)     # let pyfuse3.main() start its workers first
+    notify_ready()
 
 
 async def serve():
     async with trio.open_nursery() as nursery:
         nursery.start_soon(stop_on_signal, nursery.cancel_scope)
+        # Runs once pyfuse3.main() below has started its workers: requests are
+        # being answered by the time systemd hears that the mount is ready.
+        nursery.start_soon(announce_ready)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
@@ -134,6 +192,7 @@ def main(argv=None):
     except SetupError as error:
         print(f"iterfs: {error}", file=sys.stderr)
         return EXIT_USAGE
+    raise_fd_limit()
 
     with ViewSet(args.objects) as views:
         if not views.views:
@@ -150,7 +209,6 @@ def main(argv=None):
             return 1
         log.info("mounted %s: %s", mountpoint, ", ".join(v.name for v in views.views))
         try:
-            notify_ready()
             trio.run(serve)
         finally:
             fs.close_all()

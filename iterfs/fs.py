@@ -30,6 +30,7 @@ FIRST_VIEW_INODE = 2
 SELF = 0xFFFF_FFFF
 ALL = 0xFFFF_FFFE
 NAMED = {b"self": SELF, b"all": ALL}
+KEY_NAMES = {SELF: "self", ALL: "all"}
 
 # Views only change when the daemon restarts; a process can exit at any time.
 VIEW_TIMEOUT = 60.0
@@ -43,6 +44,9 @@ def fuse_operation(method):
     whatever a reader does, and a traceback must never reach pyfuse3's loop."""
     @functools.wraps(method)
     async def wrapper(self, *args, **kwargs):
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s", method.__name__,
+                      " ".join(repr(a) for a in args if isinstance(a, (int, bytes))))
         try:
             return await method(self, *args, **kwargs)
         except pyfuse3.FUSEError:
@@ -56,6 +60,13 @@ def fuse_operation(method):
             log.exception("%s failed", method.__name__)
             raise pyfuse3.FUSEError(errno.EIO)
     return wrapper
+
+
+def logged_error(name, step, error):
+    """One log line naming the file and the errno; the errno for the caller."""
+    code = error.errno or errno.EIO
+    log.error("%s: %s: %s (%s)", name, step, os.strerror(code), errno.errorcode.get(code, code))
+    return pyfuse3.FUSEError(code)
 
 
 def read_only(method):
@@ -195,14 +206,22 @@ class IterFS(pyfuse3.Operations):
         if index is None or (key is None and self.views[index].per_process):
             raise pyfuse3.FUSEError(errno.EISDIR)
         view = self.views[index]
-        if key is None or key == ALL:
-            link = view.attach()
-        else:
-            link = self._attach_process(view, ctx.pid if key == SELF else key, key == SELF)
+        name = view.name if key is None else f"{view.name}/{KEY_NAMES.get(key, key)}"
         try:
-            opened = OpenIterator(link, self._readers)
-        except BaseException:
+            if key is None or key == ALL:
+                link = view.attach()
+            else:
+                link = self._attach_process(view, ctx.pid if key == SELF else key, key == SELF)
+        except OSError as error:
+            if error.errno in (errno.ESRCH, errno.ENOENT):     # exited since the lookup
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            raise logged_error(name, "open", error)
+        try:
+            opened = OpenIterator(link, self._readers, name)
+        except BaseException as error:
             link.close()
+            if isinstance(error, OSError):
+                raise logged_error(name, "open", error)
             raise
         handle = self._new_handle()
         self._open[handle] = opened
@@ -219,7 +238,10 @@ class IterFS(pyfuse3.Operations):
     async def read(self, fh, off, size):
         opened = self._open[fh]
         async with opened.lock:
-            return await opened.read(off, size)
+            try:
+                return await opened.read(off, size)
+            except OSError as error:
+                raise logged_error(opened.name, "read", error)
 
     @fuse_operation
     async def release(self, fh):

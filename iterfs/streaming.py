@@ -38,7 +38,8 @@ class OpenIterator:
     is touched (a seek, close) the pump is stopped.
     """
 
-    def __init__(self, link, executor):
+    def __init__(self, link, executor, name):
+        self.name = name             # the file's path in the mount, for log lines
         self.link = link
         self.stream = link.open()
         self.lock = trio.Lock()

@@ -36,13 +36,23 @@ class Daemon:
 
     def wait_mounted(self):
         deadline = time.monotonic() + MOUNT_TIMEOUT
-        while not os.path.ismount(self.mountpoint):
+        while not self._alive():
             if self.process.poll() is not None:
                 raise AssertionError(f"daemon exited {self.process.returncode}: {self.log()}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"not mounted after {MOUNT_TIMEOUT}s: {self.log()}")
             time.sleep(0.01)
         return self
+
+    def _alive(self):
+        """A mount that answers: not merely a dead one the daemon has yet to replace."""
+        if not os.path.ismount(self.mountpoint):
+            return False
+        try:
+            os.statvfs(self.mountpoint)
+            return True
+        except OSError:
+            return False
 
     def log(self):
         return self.log_path.read_text(errors="replace")
