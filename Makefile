@@ -12,9 +12,10 @@ BTF := /sys/kernel/btf/vmlinux
 
 # clang, bpftool and libbpf build the programs; gcc, pkg-config, libfuse3 and the
 # Python headers build pyfuse3; fuse3 brings fusermount3; the tests run netstat
-# (net-tools) and unshare, setpriv (util-linux).
+# (net-tools), unshare, nsenter, setpriv (util-linux) and systemd-analyze (systemd).
 DEBIAN_PACKAGES := clang bpftool libbpf-dev libbpf1 libfuse3-dev fuse3 pkg-config \
-	gcc make python3 python3-dev python3-venv ca-certificates net-tools util-linux
+	gcc make python3 python3-dev python3-venv ca-certificates net-tools util-linux \
+	systemd
 
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/' \
 	-e 's/ppc64le/powerpc/' -e 's/s390x/s390/' -e 's/riscv64/riscv/')
@@ -25,13 +26,22 @@ PROGRAMS := $(patsubst progs/%.bpf.c,$(BUILD)/progs/%.bpf.o,$(wildcard progs/*.b
 TEST_PROGRAMS := $(patsubst tests/progs/%.bpf.c,$(BUILD)/tests/%.bpf.o,\
 	$(wildcard tests/progs/*.bpf.c))
 
-.PHONY: help setup system venv programs run test bench clean FORCE
+# make install: under $(DESTDIR)$(PREFIX), a virtual environment with iterfs in
+# lib/iterfs/venv, the compiled views in lib/iterfs/progs, the command
+# sbin/iterfs and the systemd unit lib/systemd/system/iterfs.service.
+PREFIX ?= /usr/local
+DESTDIR ?=
+LIBDIR := $(PREFIX)/lib/iterfs
+UNITDIR := $(PREFIX)/lib/systemd/system
+
+.PHONY: help setup system venv programs run test bench install clean FORCE
 
 help:
 	@echo "make run    set up, then mount iterfs at $(MOUNTPOINT) in the foreground"
 	@echo "make test   set up, then run the test suite"
 	@echo "make bench  set up, then run the benchmarks in bench/"
 	@echo "make setup  install packages, create $(VENV), build the BPF programs"
+	@echo "make install  install iterfs and its systemd unit under PREFIX=$(PREFIX)"
 	@echo "make clean  remove $(BUILD) and $(VENV)"
 
 setup: system venv programs
@@ -92,6 +102,32 @@ test: setup
 bench: setup
 	$(VENV)/bin/python bench/tcp6.py
 	$(VENV)/bin/python bench/processes.py
+
+# The command finds its venv and views relative to itself, so a tree installed
+# with DESTDIR runs from where it lies too. Debian's python3 makes the venv:
+# a service must not depend on an interpreter from someone's PATH.
+install: setup
+	install -d $(DESTDIR)$(LIBDIR)/progs $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(PREFIX)/share/doc/iterfs
+	rm -f $(DESTDIR)$(LIBDIR)/progs/*.bpf.o
+	install -m 0644 $(PROGRAMS) $(DESTDIR)$(LIBDIR)/progs/
+	[ -x $(DESTDIR)$(LIBDIR)/venv/bin/python ] || /usr/bin/python3 -m venv $(DESTDIR)$(LIBDIR)/venv
+	@source=$$(mktemp -d) && trap 'rm -rf "$$source"' EXIT && \
+		cp -r pyproject.toml README.md iterfs "$$source" && \
+		rm -rf "$$source"/iterfs/__pycache__ && \
+		$(DESTDIR)$(LIBDIR)/venv/bin/python -m pip install -q --disable-pip-version-check \
+			--force-reinstall --no-deps "$$source" && \
+		$(DESTDIR)$(LIBDIR)/venv/bin/python -m pip install -q --disable-pip-version-check \
+			"$$source"
+	printf '%s\n' '#!/bin/sh' '# iterfs MOUNTPOINT [mount.py options]: mount BPF iterators as files.' \
+		'lib="$$(dirname "$$(readlink -f "$$0")")/../lib/iterfs"' \
+		'exec "$$lib/venv/bin/python" -m iterfs --objects "$$lib/progs" "$$@"' \
+		> $(DESTDIR)$(PREFIX)/sbin/iterfs
+	chmod 0755 $(DESTDIR)$(PREFIX)/sbin/iterfs
+	sed 's|/usr/local|$(PREFIX)|g' systemd/iterfs.service > $(DESTDIR)$(UNITDIR)/iterfs.service
+	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/iterfs/
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "installed: $(DESTDIR)$(PREFIX)/sbin/iterfs and $(DESTDIR)$(UNITDIR)/iterfs.service"
 
 clean:
 	rm -rf $(BUILD) $(VENV)

@@ -1,0 +1,7 @@
+"""python -m iterfs MOUNTPOINT: the daemon, as mount.py runs it."""
+
+import sys
+
+from .daemon import main
+
+sys.exit(main())
