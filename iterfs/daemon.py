@@ -17,7 +17,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from .fs import IterFS
+from .fs import MAX_OPEN_PER_UID, IterFS
 from .views import ViewSet
 
 log = logging.getLogger("iterfs")
@@ -43,6 +43,10 @@ def parse_arguments(argv):
                         metavar="OPTION", help="extra FUSE mount option (repeatable)")
     parser.add_argument("--objects", type=Path, default=DEFAULT_OBJECTS, metavar="DIR",
                         help="directory of compiled views, *.bpf.o (default: %(default)s)")
+    parser.add_argument("--allow-other", action="store_true",
+                        help="let every user read, with /proc's rules (default: root only)")
+    parser.add_argument("--max-open-per-uid", type=int, default=MAX_OPEN_PER_UID, metavar="N",
+                        help="iterators one uid may hold open at once (default: %(default)s)")
     parser.add_argument("--debug", action="store_true", help="log every request")
     return parser.parse_args(argv)
 
@@ -198,8 +202,10 @@ def main(argv=None):
         if not views.views:
             print(f"iterfs: no view in {args.objects} could be loaded", file=sys.stderr)
             return 1
-        fs = IterFS(views.views)
+        fs = IterFS(views.views, max_open_per_uid=args.max_open_per_uid)
         options = set(pyfuse3.default_options) | set(MOUNT_OPTIONS) | set(args.options)
+        if args.allow_other:
+            options.add("allow_other")
         if args.debug:
             options.add("debug")
         try:

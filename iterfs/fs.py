@@ -10,6 +10,7 @@ Inode numbers are computed, never stored: view i is 2 + i; the file for key k (a
 pid, SELF or ALL) in view i is (i + 1) << 32 | k. Only open files keep state.
 """
 
+import collections
 import concurrent.futures
 import errno
 import functools
@@ -21,6 +22,7 @@ import time
 import pyfuse3
 
 from . import processes
+from .credentials import acting_as
 from .streaming import OpenIterator
 
 log = logging.getLogger("iterfs.fs")
@@ -37,6 +39,11 @@ VIEW_TIMEOUT = 60.0
 PROCESS_TIMEOUT = 1.0
 # Threads that read iterator fds: a read blocks while the kernel runs the program.
 READER_THREADS = 32
+# Iterators one uid may hold open at once: each is a link and an iterator fd.
+MAX_OPEN_PER_UID = 256
+
+WORLD_READABLE = stat.S_IFREG | 0o444
+OWNER_ONLY = stat.S_IFREG | 0o400
 
 
 def fuse_operation(method):
@@ -77,9 +84,11 @@ def read_only(method):
 
 
 class IterFS(pyfuse3.Operations):
-    def __init__(self, views):
+    def __init__(self, views, *, max_open_per_uid=MAX_OPEN_PER_UID):
         super().__init__()
         self.views = list(views)
+        self.max_open_per_uid = max_open_per_uid
+        self._open_by_uid = collections.Counter()
         self._by_name = {v.name.encode(): i for i, v in enumerate(self.views)}
         self._pid_max = processes.read_pid_max()
         self._mounted_ns = time.time_ns()
@@ -111,12 +120,12 @@ class IterFS(pyfuse3.Operations):
                 return index, key
         raise pyfuse3.FUSEError(errno.ENOENT)
 
-    def _attributes(self, inode, mode, timeout):
+    def _attributes(self, inode, mode, timeout, owner=(0, 0)):
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = inode
         attr.st_mode = mode
         attr.st_nlink = 2 if stat.S_ISDIR(mode) else 1
-        attr.st_uid = attr.st_gid = 0
+        attr.st_uid, attr.st_gid = owner
         attr.st_size = 0
         attr.st_blksize = 4096
         attr.st_blocks = 0
@@ -134,11 +143,17 @@ class IterFS(pyfuse3.Operations):
         return self._attributes(self._view_inode(index), mode, VIEW_TIMEOUT)
 
     def _entry_attributes(self, index, key):
-        return self._attributes(self._entry_inode(index, key), stat.S_IFREG | 0o444,
-                                PROCESS_TIMEOUT)
-
-    def _process_exists(self, key):
-        return key in (SELF, ALL) or processes.exists(key)
+        """As /proc: a process's file belongs to it (to root while it is not
+        dumpable); the private views' are its owner's alone, and their `all`
+        root's. ProcessLookupError if the process is gone."""
+        private = self.views[index].private
+        if key == SELF:
+            mode, owner = WORLD_READABLE, (0, 0)     # each reader's own process
+        elif key == ALL:
+            mode, owner = OWNER_ONLY if private else WORLD_READABLE, (0, 0)
+        else:
+            mode, owner = OWNER_ONLY if private else WORLD_READABLE, processes.owner(key)
+        return self._attributes(self._entry_inode(index, key), mode, PROCESS_TIMEOUT, owner)
 
     # -- lookups ----------------------------------------------------------
 
@@ -152,7 +167,7 @@ class IterFS(pyfuse3.Operations):
         if key is not None or not self.views[index].per_process:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         key = NAMED.get(name) or processes.parse_pid(name, self._pid_max)
-        if key is None or not self._process_exists(key):
+        if key is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return self._entry_attributes(index, key)
 
@@ -163,8 +178,6 @@ class IterFS(pyfuse3.Operations):
             return self._root_attributes()
         if key is None:
             return self._view_attributes(index)
-        if not self._process_exists(key):
-            raise pyfuse3.FUSEError(errno.ENOENT)
         return self._entry_attributes(index, key)
 
     @fuse_operation
@@ -175,8 +188,11 @@ class IterFS(pyfuse3.Operations):
                        for i, v in enumerate(self.views)]
         elif key is None and self.views[index].per_process:
             entries = [(name, self._entry_attributes(index, key)) for name, key in NAMED.items()]
-            entries += [(str(pid).encode(), self._entry_attributes(index, pid))
-                        for pid in processes.live_processes()]
+            for pid in processes.live_processes():
+                try:
+                    entries.append((str(pid).encode(), self._entry_attributes(index, pid)))
+                except ProcessLookupError:
+                    pass        # exited since the listing
         else:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         # A snapshot, so that offsets stay meaningful across readdir calls.
@@ -207,6 +223,9 @@ class IterFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         view = self.views[index]
         name = view.name if key is None else f"{view.name}/{KEY_NAMES.get(key, key)}"
+        self._check_access(view, key, ctx)
+        if self._open_by_uid[ctx.uid] >= self.max_open_per_uid:
+            raise pyfuse3.FUSEError(errno.EMFILE)
         try:
             if key is None or key == ALL:
                 link = view.attach()
@@ -217,7 +236,11 @@ class IterFS(pyfuse3.Operations):
                 raise pyfuse3.FUSEError(errno.ENOENT)
             raise logged_error(name, "open", error)
         try:
-            opened = OpenIterator(link, self._readers, name)
+            if ctx.uid == 0:
+                opened = OpenIterator(link, self._readers, name)
+            else:
+                with acting_as(ctx.uid, ctx.gid):
+                    opened = OpenIterator(link, self._readers, name)
         except BaseException as error:
             link.close()
             if isinstance(error, OSError):
@@ -225,7 +248,19 @@ class IterFS(pyfuse3.Operations):
             raise
         handle = self._new_handle()
         self._open[handle] = opened
+        opened.uid = ctx.uid
+        self._open_by_uid[ctx.uid] += 1
         return pyfuse3.FileInfo(fh=handle, direct_io=True, keep_cache=False)
+
+    def _check_access(self, view, key, ctx):
+        """/proc's rule for what a process's maps and fds show: only who could
+        ptrace-read it. The kernel has checked owner and mode already (mount
+        option default_permissions), from attributes up to PROCESS_TIMEOUT old;
+        this checks the process as it is now."""
+        if not view.private or key == SELF or ctx.uid == 0:
+            return
+        if key == ALL or not processes.may_read(key, ctx.uid, ctx.gid):
+            raise pyfuse3.FUSEError(errno.EACCES)
 
     def _attach_process(self, view, task_id, whole_process):
         """Attach for a process (its tgid) or, for a thread's own id, that thread."""
@@ -246,6 +281,9 @@ class IterFS(pyfuse3.Operations):
     @fuse_operation
     async def release(self, fh):
         opened = self._open.pop(fh)
+        self._open_by_uid[opened.uid] -= 1
+        if not self._open_by_uid[opened.uid]:
+            del self._open_by_uid[opened.uid]
         async with opened.lock:
             await opened.close()
 

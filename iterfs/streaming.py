@@ -40,6 +40,7 @@ class OpenIterator:
 
     def __init__(self, link, executor, name):
         self.name = name             # the file's path in the mount, for log lines
+        self.uid = 0                 # who opened it, for the per-uid limit
         self.link = link
         self.stream = link.open()
         self.lock = trio.Lock()

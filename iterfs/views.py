@@ -14,6 +14,8 @@ from . import bpf
 log = logging.getLogger("iterfs.views")
 
 PER_PROCESS_TARGETS = frozenset({"task", "task_file", "task_vma"})
+# What /proc shows only to who may ptrace-read the process: its fds and its maps.
+PRIVATE_TARGETS = frozenset({"task_file", "task_vma"})
 OBJECT_SUFFIX = ".bpf.o"
 
 
@@ -29,6 +31,10 @@ class View:
     @property
     def per_process(self):
         return self.target in PER_PROCESS_TARGETS
+
+    @property
+    def private(self):
+        return self.target in PRIVATE_TARGETS
 
     def attach(self, *, pid=None, tid=None):
         return self.program.attach_iterator(pid=pid, tid=tid)

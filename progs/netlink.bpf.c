@@ -41,7 +41,7 @@ int netlink(struct bpf_iter__netlink *ctx)
 
 	s = &nlk->sk;
 	BPF_SEQ_PRINTF(seq, "%pK %-3d %-10u %08x %-8d %-8d %-5d %-8d %-8u %-8lu\n",
-		       s,
+		       reader_pointer(seq, s),
 		       s->sk_protocol,
 		       nlk->portid,
 		       first_groups(nlk),

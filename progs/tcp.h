@@ -76,7 +76,7 @@ static void tcp_show_sock_fields(struct seq_file *seq, struct tcp_sock *tp, uid_
 		       icsk->icsk_retransmits, uid, icsk->icsk_probes_out,
 		       sock_inode(sk), sk->__sk_common.skc_refcnt.refs.counter - ITERATOR_REF);
 	BPF_SEQ_PRINTF(seq, "%pK %lu %lu %u %u %d",
-		       tp,
+		       reader_pointer(seq, tp),
 		       jiffies_to_clock_t(icsk->icsk_rto),
 		       jiffies_to_clock_t(BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ack.ato)),
 		       (icsk->icsk_ack.quick << 1) |
@@ -93,7 +93,8 @@ static void tcp_show_timewait_fields(struct seq_file *seq, struct inet_timewait_
 
 	BPF_SEQ_PRINTF(seq, "%02X %08X:%08X %02X:%08lX %08X %5d %8d %d %d %pK",
 		       tw->tw_substate, 0, 0, 3, jiffies_delta_to_clock_t(delta),
-		       0, 0, 0, 0, tw->__tw_common.skc_refcnt.refs.counter - ITERATOR_REF, tw);
+		       0, 0, 0, 0, tw->__tw_common.skc_refcnt.refs.counter - ITERATOR_REF,
+		       reader_pointer(seq, tw));
 }
 
 /* A request socket (SYN_RECV), from `st` on: get_openreq4 and get_openreq6. */
@@ -103,7 +104,8 @@ static void tcp_show_openreq_fields(struct seq_file *seq, struct request_sock *r
 
 	BPF_SEQ_PRINTF(seq, "%02X %08X:%08X %02X:%08lX %08X %5u %8d %u %d %pK",
 		       TCP_SYN_RECV, 0, 0, 1, jiffies_delta_to_clock_t(delta),
-		       BPF_CORE_READ_BITFIELD_PROBED(req, num_timeout), uid, 0, 0, 0, req);
+		       BPF_CORE_READ_BITFIELD_PROBED(req, num_timeout), uid, 0, 0, 0,
+		       reader_pointer(seq, req));
 }
 
 #endif /* ITERFS_TCP_H */

@@ -29,7 +29,8 @@ static void udp_show_socket(struct seq_file *seq, struct udp_sock *up,
 		       skc->skc_daddr, bpf_ntohs(skc->skc_dport), line->state,
 		       line->tx_queue, line->rx_queue);
 	BPF_SEQ_PRINTF(seq, "%02X:%08lX %08X %5u %8d %llu %d %pK %u",
-		       0, 0L, 0, line->uid, 0, line->inode, line->ref, up, line->drops);
+		       0, 0L, 0, line->uid, 0, line->inode, line->ref,
+		       reader_pointer(seq, up), line->drops);
 	udp_seq_pad(seq, start, UDP4_LINE_WIDTH);
 }
 

@@ -31,7 +31,7 @@ static void udp_show_socket(struct seq_file *seq, struct udp_sock *up,
 	show_address(seq, &skc->skc_v6_daddr, bpf_ntohs(skc->skc_dport));
 	BPF_SEQ_PRINTF(seq, "%02X %08X:%08X %02X:%08lX %08X %5u %8d %llu %d %pK %u\n",
 		       line->state, line->tx_queue, line->rx_queue, 0, 0L, 0,
-		       line->uid, 0, line->inode, line->ref, up, line->drops);
+		       line->uid, 0, line->inode, line->ref, reader_pointer(seq, up), line->drops);
 }
 
 SEC("iter/udp")

@@ -39,6 +39,7 @@ struct scratch {
 	__u64 next_seq_num;	/* seq_num of the next show in the same read() */
 	__u64 flushed_last;	/* last socket of the batch flushed in this read() */
 	__u32 length;		/* bytes held in text */
+	bool hide_pointers;	/* the reader is not root: see reader_pointer() */
 	char text[TEXT_SIZE];
 };
 
@@ -118,7 +119,8 @@ static bool hold_line(struct scratch *s, struct unix_sock *u)
 	if (at > HELD_MAX)
 		return false;
 	n = BPF_SNPRINTF(&s->text[at], PREFIX_SIZE, "%pK: %08X %08X %08X %04X %02X %5lu",
-			 sk, BPF_CORE_READ(sk, __sk_common.skc_refcnt.refs.counter) - ITERATOR_REF,
+			 s->hide_pointers ? NULL : sk,
+			 BPF_CORE_READ(sk, __sk_common.skc_refcnt.refs.counter) - ITERATOR_REF,
 			 0, BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN ? __SO_ACCEPTCON : 0,
 			 BPF_CORE_READ(sk, sk_type), sock_state(sk), sock_inode(sk));
 	if (n <= 1 || n > PREFIX_SIZE)
@@ -229,6 +231,7 @@ int unix(struct bpf_iter__unix *ctx)
 	    s->next_seq_num != (u ? meta->seq_num : meta->seq_num + 1)) {
 		s->session_id = session_id;
 		s->length = 0;
+		s->hide_pointers = !reader_pointer(seq, s);
 	}
 	s->next_seq_num = meta->seq_num + 1;
 

@@ -29,9 +29,12 @@ def test_attributes(mount):
     assert tcp6.st_size == 0
     task_file = os.stat(mount.mountpoint / "task_file")
     assert stat.S_ISDIR(task_file.st_mode) and stat.S_IMODE(task_file.st_mode) == 0o555
-    for name in ("self", str(os.getpid())):
+    # As /proc: a process's fds are its owner's alone; each reader's self is its own.
+    for name, mode in (("self", 0o444), (str(os.getpid()), 0o400), ("all", 0o400)):
         entry = os.stat(mount.mountpoint / "task_file" / name)
-        assert stat.S_ISREG(entry.st_mode) and stat.S_IMODE(entry.st_mode) == 0o444
+        assert stat.S_ISREG(entry.st_mode) and stat.S_IMODE(entry.st_mode) == mode, name
+    entry = os.stat(mount.mountpoint / "task" / str(os.getpid()))
+    assert stat.S_IMODE(entry.st_mode) == 0o444
     inodes = {os.stat(mount.mountpoint / p).st_ino
               for p in ("tcp6", "task_file", "task_file/self", f"task_file/{os.getpid()}")}
     assert len(inodes) == 4

@@ -1,0 +1,374 @@
+"""Access control: what other users may read, as /proc decides it, and nothing else.
+
+Readers here are real unprivileged users the test creates (useradd), running the
+system's python3 under setpriv, on mounts in a directory they can reach.
+"""
+
+import contextlib
+import errno
+import json
+import os
+import random
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import running_daemon
+
+ZERO_POINTER = "0" * 16
+
+# Runs as the user: opens and reads each path, says what happened.
+READER = r"""
+import json, os, sys
+results = {}
+for path in sys.argv[1:]:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        results[path] = ["ok", b"".join(chunks).decode(errors="replace")]
+    except OSError as error:
+        results[path] = ["error", os.strerror(error.errno)]
+print(json.dumps(results))
+"""
+
+# Runs as the user: its own maps through iterfs against /proc/self/maps, read
+# between two reads of /proc that agree.
+OWN_MAPS = r"""
+import json, os, sys
+mnt = sys.argv[1]
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+for _ in range(20):
+    before = read("/proc/self/maps")
+    ours = read(f"{mnt}/task_vma/{os.getpid()}")
+    after = read("/proc/self/maps")
+    if before == after:
+        break
+files = read(f"{mnt}/task_file/self").decode()
+print(json.dumps({"same": before == ours == after, "lines": ours.count(b"\n"),
+                  "pid": os.getpid(), "task_file": files}))
+"""
+
+# Runs as the user: holds as many iterfs files open as it may, then waits.
+HOARDER = r"""
+import errno, json, os, resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+held, refused = [], {}
+for _ in range(int(sys.argv[2])):
+    try:
+        held.append(os.open(sys.argv[1], os.O_RDONLY))
+    except OSError as error:
+        refused[errno.errorcode[error.errno]] = refused.get(errno.errorcode[error.errno], 0) + 1
+print(json.dumps({"held": len(held), "refused": refused}), flush=True)
+sys.stdin.read()
+"""
+
+SLEEPER = "import sys; print('ready', flush=True); sys.stdin.read()"
+
+
+class User:
+    """A system user the test creates, deleted at the end."""
+
+    def __init__(self, name):
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        name], check=True)
+        self.name = name
+        self.uid = int(subprocess.run(["id", "-u", name], check=True, capture_output=True,
+                                      text=True).stdout)
+        self.gid = int(subprocess.run(["id", "-g", name], check=True, capture_output=True,
+                                      text=True).stdout)
+
+    def command(self, *args):
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups",
+                *map(str, args)]
+
+    def python(self, script, *args, **kwargs):
+        """Runs `script` as this user; its JSON answer."""
+        result = subprocess.run(self.command("/usr/bin/python3", "-c", script, *args),
+                                capture_output=True, text=True, timeout=120, **kwargs)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def read(self, *paths):
+        return self.python(READER, *paths)
+
+    def start(self, script, *args):
+        process = subprocess.Popen(self.command("/usr/bin/python3", "-c", script, *args),
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        return process
+
+    def delete(self):
+        subprocess.run(["userdel", self.name], stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def users():
+    created = []
+    try:
+        for role in "ab":
+            created.append(User(f"iterfs{os.getpid()}{role}"))
+        yield created
+    finally:
+        for user in created:
+            user.delete()
+
+
+@contextlib.contextmanager
+def reachable_mount(*args):
+    """A mount in a directory every user can reach (pytest's are root's alone)."""
+    top = Path(tempfile.mkdtemp(prefix="iterfs-access-", dir="/tmp"))
+    try:
+        os.chmod(top, 0o755)
+        with running_daemon(top / "mnt", *args) as daemon:
+            yield daemon
+    finally:
+        for leftover in top.iterdir():
+            if leftover.is_dir():
+                leftover.rmdir()
+            else:
+                leftover.unlink()
+        top.rmdir()
+
+
+@pytest.fixture(scope="module")
+def shared():
+    with reachable_mount("--allow-other") as daemon:
+        yield daemon
+
+
+@contextlib.contextmanager
+def started(user, script, *args):
+    process = user.start(script, *args)
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_without_allow_other_only_root_reads(users):
+    with reachable_mount() as daemon:
+        m = daemon.mountpoint
+        answers = users[0].read(m / "tcp6", m / "task_file" / "self")
+        assert [answer for answer, _ in answers.values()] == ["error", "error"]
+        assert {text for _, text in answers.values()} == {os.strerror(errno.EACCES)}
+        assert (m / "tcp6").read_text().startswith("  sl")
+
+
+def pointers(text, column):
+    return [line.split()[column] for line in text.splitlines()[1:]]
+
+
+@pytest.mark.parametrize("view, column", [("tcp6", 11), ("tcp", 11), ("udp6", 11),
+                                          ("udp", 11), ("netlink", 0), ("unix", 0)])
+def test_kernel_pointers_are_zeros_for_users(users, shared, view, column):
+    """/proc prints these with %pK: a user gets zeros, root what /proc shows root."""
+    keep = []
+    family = socket.AF_INET6 if view.endswith("6") else socket.AF_INET
+    kind = socket.SOCK_STREAM if view.startswith("tcp") else socket.SOCK_DGRAM
+    with contextlib.ExitStack() as stack:
+        if view.startswith(("tcp", "udp")):
+            sock = stack.enter_context(socket.socket(family, kind))
+            sock.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+            if kind == socket.SOCK_STREAM:
+                sock.listen()
+            keep.append(sock)
+        answer, text = users[0].read(shared.mountpoint / view)[str(shared.mountpoint / view)]
+        assert answer == "ok", text
+        theirs = [p.rstrip(":") for p in pointers(text, column)]
+        ours = [p.rstrip(":") for p in pointers((shared.mountpoint / view).read_text(), column)]
+    assert theirs and set(theirs) == {ZERO_POINTER}
+    assert any(p != ZERO_POINTER for p in ours)
+
+
+def test_ksym_addresses_are_zeros_for_users(users, shared):
+    path = shared.mountpoint / "ksym"
+    answer, text = users[0].read(path)[str(path)]
+    assert answer == "ok", text
+    lines = text.splitlines()
+    assert len(lines) > 10000
+    assert {line[:16] for line in lines} == {ZERO_POINTER}
+    assert not path.read_text().startswith(ZERO_POINTER)
+
+
+def test_a_user_reads_its_own_process(users, shared):
+    own = users[0].python(OWN_MAPS, shared.mountpoint)
+    assert own["same"] and own["lines"] > 5
+    rows = [row.split() for row in own["task_file"].splitlines()[1:]]
+    assert {row[0] for row in rows} == {str(own["pid"])}       # its own files alone
+    assert {"0", "1", "2"} <= {row[2] for row in rows}
+
+
+def test_other_processes_are_refused(users, shared):
+    m = shared.mountpoint
+    with started(users[1], SLEEPER) as other:
+        assert other.stdout.readline().strip() == "ready"
+        private = [m / "task_vma" / "1", m / "task_file" / "1", m / "task_vma" / str(os.getpid()),
+                   m / "task_file" / str(os.getpid()), m / "task_vma" / str(other.pid),
+                   m / "task_file" / str(other.pid), m / "task_file" / "all",
+                   m / "task_vma" / "all"]
+        public = [m / "task" / str(other.pid), m / "task" / "all", m / "tcp6"]
+        answers = users[0].read(*private, *public)
+        for path in private:
+            assert answers[str(path)] == ["error", os.strerror(errno.EACCES)], path
+        for path in public:
+            assert answers[str(path)][0] == "ok", (path, answers[str(path)])
+        # its owner may
+        own = users[1].read(m / "task_file" / str(other.pid))
+        assert own[str(m / "task_file" / str(other.pid))][0] == "ok"
+
+
+def test_modes_and_owners_mirror_proc(users, shared):
+    m = shared.mountpoint
+    with started(users[1], SLEEPER) as other:
+        assert other.stdout.readline().strip() == "ready"
+        for view, mode in (("task_file", 0o400), ("task_vma", 0o400), ("task", 0o444)):
+            entry = os.stat(m / view / str(other.pid))
+            assert (entry.st_uid, entry.st_gid) == (users[1].uid, users[1].gid)
+            assert stat.S_IMODE(entry.st_mode) == mode
+            assert os.stat(f"/proc/{other.pid}").st_uid == users[1].uid
+
+
+def test_open_files_per_uid_are_capped(users, tmp_path):
+    """5,000 opens from one user: 256 held, the rest EMFILE, while another user
+    and root read as usual; closing them lifts the cap."""
+    with reachable_mount("--allow-other") as daemon:
+        m = daemon.mountpoint
+        with started(users[0], HOARDER, m / "netlink", 5000) as hoarder:
+            held = json.loads(hoarder.stdout.readline())
+            assert held == {"held": 256, "refused": {"EMFILE": 5000 - 256}}
+            answers = users[1].read(m / "tcp6", m / "task_file" / "self")
+            assert [answer for answer, _ in answers.values()] == ["ok", "ok"]
+            assert (m / "netlink").read_text().startswith("sk ")
+            assert users[0].read(m / "netlink")[str(m / "netlink")] == \
+                ["error", os.strerror(errno.EMFILE)]
+        # the hoarder is gone: its files are released
+        deadline = time.monotonic() + 10
+        while users[0].read(m / "netlink")[str(m / "netlink")][0] != "ok":
+            assert time.monotonic() < deadline, "the cap was not lifted"
+            time.sleep(0.1)
+
+
+# -- fuzz --------------------------------------------------------------------
+
+def generated_names(count, pid_max):
+    """Names a careless or hostile caller might try, never containing '/' or NUL."""
+    rng = random.Random(20261125)
+    names = {b"", b".", b"..", b"...", b"self ", b" self", b"Self", b"ALL", b"all\n",
+             b"0", b"00", b"01", b"-1", b"+1", b"1_0", b" 1", b"1 ", b"1\t", b"0x10",
+             b"1e3", b"1.0", str(pid_max).encode(), str(pid_max + 1).encode(),
+             str(2 ** 31).encode(), str(2 ** 32).encode(), str(2 ** 64).encode(),
+             str(2 ** 64 + 1).encode(), b"9" * 40, b"x" * 255, b"x" * 256, b"1" * 300,
+             "١٢٣".encode(), "１２".encode(), "²".encode(), "৪".encode(), "٣".encode()}
+    while len(names) < count:
+        kind = rng.randrange(6)
+        if kind == 0:       # numbers with decorations
+            number = str(rng.choice([1, os.getpid(), pid_max, 2 ** 64, rng.randrange(10 ** 6)]))
+            names.add((rng.choice(["", "+", "-", "0", " ", "_"]) + number
+                       + rng.choice(["", " ", "_", "0", "\x7f"])).encode())
+        elif kind == 1:     # binary bytes without '/' and NUL
+            names.add(bytes(rng.choice([b for b in range(1, 256) if b != ord("/")])
+                            for _ in range(rng.randrange(1, 40))))
+        elif kind == 2:     # long
+            names.add(b"7" * rng.randrange(200, 400))
+        elif kind == 3:     # non-ASCII digits
+            digits = [chr(zero + d) for zero in (0x660, 0x6F0, 0x966, 0xFF10) for d in range(10)]
+            names.add("".join(rng.choice(digits) for _ in range(rng.randrange(1, 8))).encode())
+        elif kind == 4:     # dots
+            names.add(b"." * rng.randrange(1, 6) + rng.choice([b"", b"1", b"self"]))
+        else:               # view-like
+            names.add(rng.choice([b"tcp", b"task", b"task_file", b"ksym"])
+                      + bytes([rng.randrange(33, 127)]) * rng.randrange(1, 4))
+    return sorted(names)
+
+
+ACCEPTABLE = {errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EACCES, errno.EROFS,
+              errno.EISDIR, errno.EPERM, errno.EINVAL, errno.EXDEV, errno.EEXIST,
+              errno.ENOTEMPTY, errno.ENODATA, errno.EOPNOTSUPP, errno.EBADF, errno.EBUSY}
+
+
+def answer_of(operation):
+    try:
+        operation()
+        return None
+    except OSError as error:
+        return error.errno
+
+
+def write_operations(path, scratch):
+    """Every write-type operation, as callables on `path` (new names go inside
+    it if it is a directory, beside it if not: always within the mount)."""
+    target = bytes(path)
+    new = target + (b"/new" if path.is_dir() else b"-new")
+    return {
+        "open O_WRONLY": lambda: os.close(os.open(target, os.O_WRONLY)),
+        "open O_RDWR": lambda: os.close(os.open(target, os.O_RDWR)),
+        "open O_TRUNC": lambda: os.close(os.open(target, os.O_RDONLY | os.O_TRUNC)),
+        "open O_CREAT": lambda: os.close(os.open(new, os.O_RDONLY | os.O_CREAT)),
+        "open O_APPEND": lambda: os.close(os.open(target, os.O_WRONLY | os.O_APPEND)),
+        "truncate": lambda: os.truncate(target, 0),
+        "chmod": lambda: os.chmod(target, 0o777),
+        "chown": lambda: os.chown(target, 1, 1),
+        "utime": lambda: os.utime(target, (0, 0)),
+        "mknod": lambda: os.mknod(new, 0o600 | stat.S_IFIFO),
+        "mkdir": lambda: os.mkdir(new),
+        "unlink": lambda: os.unlink(target),
+        "rmdir": lambda: os.rmdir(target),
+        "rename": lambda: os.rename(target, new),
+        "rename over": lambda: os.rename(scratch, target),
+        "link": lambda: os.link(target, new),
+        "symlink": lambda: os.symlink(b"/etc/passwd", new),
+        "setxattr": lambda: os.setxattr(target, b"user.x", b"1"),
+        "removexattr": lambda: os.removexattr(target, b"user.x"),
+    }
+
+
+def test_fuzzed_names_and_writes_get_errnos(shared, tmp_path):
+    m = shared.mountpoint
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    names = generated_names(520, pid_max)
+    assert len(names) >= 500
+    directories = [m, m / "task", m / "task_file", m / "task_vma", m / "tcp6"]
+    live = {str(pid).encode() for pid in os.listdir("/proc") if pid.isdigit()}
+    for directory in directories:
+        for name in names:
+            path = bytes(directory) + b"/" + name
+            code = answer_of(lambda: os.stat(path))
+            if code is None:    # only a real name may resolve
+                assert name in (b"", b".", b"..") or name in live or name in (b"self", b"all") \
+                    or (directory == m and name.decode(errors="replace") in os.listdir(m)), name
+            else:
+                assert code in ACCEPTABLE, (path, errno.errorcode.get(code, code))
+    listing = {directory: sorted(os.listdir(directory)) for directory in directories[:4]}
+    scratch = tmp_path / "scratch"
+    scratch.write_text("x")
+    nodes = [m, m / "tcp6", m / "task_file", m / "task_file" / "self",
+             m / "task_file" / str(os.getpid()), m / "task_file" / "all", m / "ksym"]
+    for node in nodes:
+        for operation, call in write_operations(node, bytes(scratch)).items():
+            code = answer_of(call)
+            assert code in ACCEPTABLE, (node, operation, code)
+            assert code in (errno.EROFS, errno.EACCES, errno.EPERM, errno.EEXIST, errno.EISDIR,
+                            errno.ENOTDIR, errno.EXDEV, errno.ENOTEMPTY, errno.ENOENT,
+                            errno.EBUSY), \
+                (node, operation, errno.errorcode[code])
+        assert answer_of(lambda: os.getxattr(node, "user.x")) == errno.ENODATA
+        assert os.listxattr(node) == []
+    for directory, before in listing.items():      # nothing was changed
+        after = set(os.listdir(directory))
+        assert set(before) - after <= live ^ after and after - set(before) <= live ^ set(before)
+    assert (m / "netlink").read_text().startswith("sk ")
+    assert "Traceback" not in shared.log() and " ERROR: " not in shared.log(), shared.log()
