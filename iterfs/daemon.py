@@ -25,6 +25,8 @@ log = logging.getLogger("iterfs")
 DEFAULT_OBJECTS = Path(__file__).resolve().parent.parent / "build" / "progs"
 MOUNT_OPTIONS = ("fsname=iterfs", "subtype=iterfs", "ro", "nosuid", "nodev", "noexec")
 CAPABILITIES = {"CAP_SYS_ADMIN": 21, "CAP_BPF": 39}
+# --allow-other: a reader's iterator is created under the reader's uid and gid.
+READER_CAPABILITIES = {"CAP_SETGID": 6, "CAP_SETUID": 7}
 EXIT_USAGE = 2
 MNT_DETACH = 2
 libc = ctypes.CDLL(None, use_errno=True)
@@ -67,13 +69,14 @@ def effective_capabilities():
     return 0
 
 
-def check_environment(mountpoint, objects):
+def check_environment(mountpoint, objects, allow_other=False):
     if os.geteuid() != 0:
         raise SetupError(f"must run as root (effective uid is {os.geteuid()})")
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last_cap = int(f.read())
     held = effective_capabilities()
-    missing = [name for name, bit in CAPABILITIES.items()
+    needed = dict(CAPABILITIES, **(READER_CAPABILITIES if allow_other else {}))
+    missing = [name for name, bit in needed.items()
                if bit <= last_cap and not held & (1 << bit)]
     if missing:
         raise SetupError("missing capabilit" + ("ies " if len(missing) > 1 else "y ")
@@ -192,7 +195,7 @@ def main(argv=None):
     faulthandler.enable()
     mountpoint = os.path.abspath(args.mountpoint)
     try:
-        check_environment(mountpoint, args.objects)
+        check_environment(mountpoint, args.objects, args.allow_other)
     except SetupError as error:
         print(f"iterfs: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -67,6 +67,14 @@ def test_missing_capabilities(tmp_path):
     assert not os.path.ismount(mnt)
 
 
+def test_allow_other_needs_setuid_and_setgid(tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    without = ("setpriv", "--inh-caps=-all", "--bounding-set=-setuid,-setgid")
+    assert_refused(run_mount(mnt, "--allow-other", prefix=without), "CAP_SETGID and CAP_SETUID")
+    assert not os.path.ismount(mnt)
+
+
 def test_bad_option_is_a_usage_error(tmp_path):
     result = run_mount(tmp_path, "--no-such-option")
     assert result.returncode == 2
