@@ -1,6 +1,7 @@
 """iterfs as a service: the systemd unit, crash recovery, load, leaks and shutdown."""
 
 import concurrent.futures
+import contextlib
 import errno
 import os
 import re
@@ -215,13 +216,43 @@ TCP6_TEXT = re.compile(re.escape(TCP6_HEADER) + rb"\n(?: *\d+: [0-9A-F]{32}:[0-9
                        rb"[0-9A-F]{2}:[0-9A-F]{8} [0-9A-F]{8} +\d+ +\d+ \d+ [^\n]*\n)*")
 TASK_FILE_TEXT = re.compile(rb" +tgid +pid +fd +flags +pos path\n"
                             rb"(?: *\d+ +\d+ +\d+ +0[0-7]+ +-?\d+ [^\n]*\n)*")
-ESTABLISHED = b" 01 "     # the state column: no other column has a leading zero
 READERS = 32
 ROUNDS = 50
 SOCKETS = 30000
 
 
 def daemon_idle_state(daemon):
+    """(fd count, iterator links) once the daemon is idle: a close() returns
+    before the daemon has the release (FUSE sends it asynchronously), so wait
+    until two looks a moment apart agree."""
+    deadline = time.monotonic() + 10
+    state = None
+    while time.monotonic() < deadline:
+        previous, state = state, daemon_state(daemon)
+        if state == previous:
+            break
+        time.sleep(0.2)
+    return state
+
+
+def holder_ports(holders):
+    """Each socket holder's listening port, as /proc/net/tcp6 writes it: b":PPPP "."""
+    inodes = set()
+    for process in holders.processes:
+        for fd in os.listdir(f"/proc/{process.pid}/fd"):
+            link = os.readlink(f"/proc/{process.pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(int(link[8:-1]))
+    ports = []
+    for line in Path("/proc/net/tcp6").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[9]) in inodes:      # LISTEN
+            ports.append(b":" + fields[1].split(":")[1].encode() + b" ")
+    assert len(ports) == len(holders.processes)
+    return ports
+
+
+def daemon_state(daemon):
     return daemon.fd_count(), iterator_links(daemon.program_ids())
 
 
@@ -238,9 +269,12 @@ def test_32_readers_get_complete_files(tmp_path):
             idle = daemon_idle_state(daemon)
             small = {path: path.read_bytes() for path in
                      (m / "task_file" / str(holder.pid), m / "task_vma" / str(holder.pid))}
-            # TIME_WAIT sockets of earlier tests come and go; the held ones stay.
-            established = Path("/proc/net/tcp6").read_bytes().count(ESTABLISHED)
-            assert established >= SOCKETS
+            # Other sockets come and go; the held ones stay, each line naming its
+            # holder's listening port once.
+            ports = holder_ports(sockets)
+            proc_tcp6 = Path("/proc/net/tcp6").read_bytes()
+            held = {port: proc_tcp6.count(port) for port in ports}
+            assert sum(held.values()) == SOCKETS + len(ports)
             # Processes whose files do not change: each must be there whole, each time.
             steady = {b"\n%8d %8d " % (pid, pid): len(os.listdir(f"/proc/{pid}/fd"))
                       for pid in [holder.pid] + [p.pid for p in sockets.processes]}
@@ -252,7 +286,8 @@ def test_32_readers_get_complete_files(tmp_path):
                     lines = tcp6.count(b"\n") - 1
                     last = tcp6[tcp6.rindex(b"\n", 0, -1) + 1:]
                     assert int(last.split(b":", 1)[0]) == lines - 1, "tcp6 numbering"
-                    assert abs(tcp6.count(ESTABLISHED) - established) <= 10, "tcp6 incomplete"
+                    for port, count in held.items():
+                        assert tcp6.count(port) == count, "tcp6 incomplete"
                     files = (m / "task_file" / "all").read_bytes()
                     assert TASK_FILE_TEXT.fullmatch(files), "task_file/all malformed"
                     for prefix, count in steady.items():
@@ -306,81 +341,63 @@ def test_100000_opens_leak_nothing(tmp_path):
         assert grown < 5 * 1024, f"resident memory grew by {grown} KiB"
 
 
-def test_unmount_with_8_readers_mid_read(tmp_path):
-    """Lazy unmount while 8 readers stream /tcp6 (30,000 sockets): each reader's
-    open file ends, and the daemon exits 0 within the limit."""
+@contextlib.contextmanager
+def readers_mid_read(tmp_path, count=8):
+    """A daemon whose /tcp6 (30,000 sockets) `count` readers are in the middle of
+    reading, 4 KiB at a time; yields (daemon, outcomes), outcomes filled in as
+    each reader ends: "eof" or the errno's name. The daemon must exit 0."""
     sockets = hold_sockets(SOCKETS)
     try:
         mountpoint = tmp_path / "mnt"
         mountpoint.mkdir()
         daemon = Daemon(mountpoint).wait_mounted()
+        started = threading.Barrier(count + 1)
+        outcomes = []
+
+        def reader():
+            try:
+                with open(mountpoint / "tcp6", "rb", buffering=0) as f:
+                    f.read(4096)
+                    started.wait()
+                    while f.read(4096):
+                        pass
+                outcomes.append("eof")
+            except OSError as error:
+                outcomes.append(errno.errorcode[error.errno])
+
+        threads = [threading.Thread(target=reader) for _ in range(count)]
         try:
-            started = threading.Barrier(9)
-            outcomes = []
-
-            def reader():
-                try:
-                    with open(mountpoint / "tcp6", "rb", buffering=0) as f:
-                        f.read(4096)
-                        started.wait()
-                        while f.read(4096):
-                            pass
-                    outcomes.append("eof")
-                except OSError as error:
-                    outcomes.append(errno.errorcode[error.errno])
-
-            threads = [threading.Thread(target=reader) for _ in range(8)]
             for thread in threads:
                 thread.start()
             started.wait(timeout=30)
-            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=True)
-            unmounted = time.monotonic()
-            assert daemon.process.wait(timeout=STOP_LIMIT + 10) == 0, daemon.log()
-            assert time.monotonic() - unmounted < STOP_LIMIT
-            for thread in threads:
-                thread.join(timeout=10)
-            assert outcomes == ["eof"] * 8, outcomes
+            yield daemon, outcomes
         finally:
             status = daemon.stop()
+            for thread in threads:
+                thread.join(timeout=30)
         assert status == 0 and "Traceback" not in daemon.log(), daemon.log()
     finally:
         sockets.close()
+
+
+def test_unmount_with_8_readers_mid_read(tmp_path):
+    """Lazy unmount: each reader's open file reads on to its end, then the daemon
+    exits 0 within the limit."""
+    with readers_mid_read(tmp_path) as (daemon, outcomes):
+        subprocess.run(["fusermount3", "-u", "-z", str(daemon.mountpoint)], check=True)
+        unmounted = time.monotonic()
+        assert daemon.process.wait(timeout=STOP_LIMIT + 10) == 0, daemon.log()
+        assert time.monotonic() - unmounted < STOP_LIMIT
+    assert outcomes == ["eof"] * 8, outcomes
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_with_8_readers_mid_read(tmp_path, signum):
-    sockets = hold_sockets(SOCKETS)
-    try:
-        mountpoint = tmp_path / "mnt"
-        mountpoint.mkdir()
-        daemon = Daemon(mountpoint).wait_mounted()
-        try:
-            started = threading.Barrier(9)
-            stop = threading.Event()
-
-            def reader():
-                try:
-                    with open(mountpoint / "tcp6", "rb", buffering=0) as f:
-                        f.read(4096)
-                        started.wait()
-                        while not stop.is_set() and f.read(4096):
-                            pass
-                except OSError:
-                    pass            # the mount went away under it: that is expected
-
-            threads = [threading.Thread(target=reader) for _ in range(8)]
-            for thread in threads:
-                thread.start()
-            started.wait(timeout=30)
-            signalled = time.monotonic()
-            daemon.process.send_signal(signum)
-            assert daemon.process.wait(timeout=STOP_LIMIT + 10) == 0, daemon.log()
-            assert time.monotonic() - signalled < STOP_LIMIT
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=10)
-        finally:
-            status = daemon.stop()
-        assert status == 0 and "Traceback" not in daemon.log(), daemon.log()
-    finally:
-        sockets.close()
+    """The readers' files end (at EOF, or with an error once the mount is gone)
+    and the daemon exits 0 within the limit."""
+    with readers_mid_read(tmp_path) as (daemon, outcomes):
+        signalled = time.monotonic()
+        daemon.process.send_signal(signum)
+        assert daemon.process.wait(timeout=STOP_LIMIT + 10) == 0, daemon.log()
+        assert time.monotonic() - signalled < STOP_LIMIT
+    assert len(outcomes) == 8, outcomes
