@@ -188,11 +188,8 @@ class IterFS(pyfuse3.Operations):
                        for i, v in enumerate(self.views)]
         elif key is None and self.views[index].per_process:
             entries = [(name, self._entry_attributes(index, key)) for name, key in NAMED.items()]
-            for pid in processes.live_processes():
-                try:
-                    entries.append((str(pid).encode(), self._entry_attributes(index, pid)))
-                except ProcessLookupError:
-                    pass        # exited since the listing
+            entries += [(str(pid).encode(), self._listed_attributes(index, pid))
+                        for pid in processes.live_processes()]
         else:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         # A snapshot, so that offsets stay meaningful across readdir calls.
@@ -251,6 +248,13 @@ class IterFS(pyfuse3.Operations):
         opened.uid = ctx.uid
         self._open_by_uid[ctx.uid] += 1
         return pyfuse3.FileInfo(fh=handle, direct_io=True, keep_cache=False)
+
+    def _listed_attributes(self, index, pid):
+        """A listed process's attributes, which the kernel keeps no moment
+        (timeouts 0): its owner takes a stat of /proc/<pid>, too dear for every
+        process of a listing, so a lookup finds it when the entry is used."""
+        mode = OWNER_ONLY if self.views[index].private else WORLD_READABLE
+        return self._attributes(self._entry_inode(index, pid), mode, 0)
 
     def _check_access(self, view, key, ctx):
         """/proc's rule for what a process's maps and fds show: only who could

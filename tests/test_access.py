@@ -372,3 +372,22 @@ def test_fuzzed_names_and_writes_get_errnos(shared, tmp_path):
         assert set(before) - after <= live ^ after and after - set(before) <= live ^ set(before)
     assert (m / "netlink").read_text().startswith("sk ")
     assert "Traceback" not in shared.log() and " ERROR: " not in shared.log(), shared.log()
+
+
+def test_listing_shows_each_owner(users, shared):
+    """A listing's entries carry no owner the kernel keeps: a stat of each, as
+    `ls -l` does, finds the process's owner, as /proc has it."""
+    with started(users[1], SLEEPER) as other:
+        assert other.stdout.readline().strip() == "ready"
+        listed = os.listdir(shared.mountpoint / "task_file")
+        assert str(other.pid) in listed
+        for name in listed:
+            if name in ("self", "all"):
+                continue
+            try:
+                ours = os.stat(shared.mountpoint / "task_file" / name)
+                theirs = os.stat(f"/proc/{name}")
+            except FileNotFoundError:
+                continue        # exited meanwhile
+            assert (ours.st_uid, ours.st_gid) == (theirs.st_uid, theirs.st_gid), name
+        assert os.stat(shared.mountpoint / "task_file" / str(other.pid)).st_uid == users[1].uid
