@@ -23,11 +23,6 @@ def parse_pid(name, pid_max):
     return pid if pid <= pid_max else None
 
 
-def exists(pid):
-    """Whether a process or thread with this id is alive (or a zombie)."""
-    return os.path.exists(f"/proc/{pid}")
-
-
 def owner(pid):
     """(uid, gid) owning /proc/<pid>: the task's effective ids, or root's while it
     is not dumpable (task_dump_owner()); ProcessLookupError if it is gone."""
