@@ -10,9 +10,10 @@ one through the mount, shows what the load costs any reader on this machine:
 the CPUs are shared.
 """
 
+import statistics
 import time
 
-from harness import Result, interleave, percentile, read_all
+from harness import Result, interleave, percentile, read_all, scheduler_times
 from load import streamers
 from per_open import direct_reader
 
@@ -22,24 +23,28 @@ READERS = 4
 TARGET = 2
 
 
-def fairness(mountpoint, pid, rounds=ROUNDS, samples=SAMPLES, readers=READERS):
+def fairness(daemon, pid, rounds=ROUNDS, samples=SAMPLES, readers=READERS):
+    mountpoint = daemon.mountpoint
     path = mountpoint / "task_file" / str(pid)
-    with direct_reader(pid) as read_direct:
-        def sample():
+    waits = {"idle": [], "loaded": []}    # the daemon's main thread's, per small read
+    with direct_reader("task_file", pid) as read_direct:
+        def sample(phase="idle"):
             """(latencies through iterfs, through the library), alternating."""
             through = {"iterfs": lambda: read_all(path), "direct": read_direct}
             times = {name: [] for name in through}
+            waited = scheduler_times(daemon.pid)[1]
             for _ in range(samples):
                 for name, work in through.items():
                     start = time.perf_counter()
                     work()
                     times[name].append(time.perf_counter() - start)
+            waits[phase].append((scheduler_times(daemon.pid)[1] - waited) / samples)
             return times
 
         def loaded():
             with streamers(mountpoint / "tcp6", readers):
                 time.sleep(0.3)         # each is well into its first read
-                return sample()
+                return sample("loaded")
 
         phases = interleave({"idle": sample, "loaded": loaded}, rounds)
 
@@ -57,4 +62,6 @@ def fairness(mountpoint, pid, rounds=ROUNDS, samples=SAMPLES, readers=READERS):
         value=figures["loaded p99"] / figures["idle p99"], target=TARGET,
         details={"rounds": rounds, "samples_per_phase": rounds * samples,
                  "direct_library": direct,
-                 "direct_p99_loaded_to_idle": direct["loaded p99"] / direct["idle p99"]})
+                 "direct_p99_loaded_to_idle": direct["loaded p99"] / direct["idle p99"],
+                 "daemon_main_thread_runqueue_wait_per_read": {
+                     phase: statistics.mean(w) for phase, w in waits.items()}})

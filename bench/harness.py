@@ -74,6 +74,14 @@ def percentile(samples, percent):
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def scheduler_times(pid, tid=None):
+    """(seconds on a CPU, seconds runnable but waiting for one) of a thread
+    (the main thread by default), from /proc/<pid>/task/<tid>/schedstat."""
+    with open(f"/proc/{pid}/task/{tid or pid}/schedstat") as f:
+        on_cpu, waiting, _ = map(int, f.read().split())
+    return on_cpu / 1e9, waiting / 1e9
+
+
 @dataclasses.dataclass
 class Result:
     """One case: what was measured, the ratio it is judged by, its target."""

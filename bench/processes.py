@@ -16,11 +16,13 @@ against /proc.
 listing,files,threads).
 """
 
+import contextlib
 import functools
 import os
 import subprocess
 
 from harness import Result, median_times, read_all
+from per_open import direct_reader
 
 ROUNDS = 9
 LISTING_ROUNDS = 15
@@ -32,42 +34,36 @@ THREADS = 10000
 THREADS_TARGET = 20
 
 
+def each_process_entry(directory):
+    """(pid, name) of every entry of every /proc/<pid>/<directory>, as a walk of
+    /proc finds them; processes that exit meanwhile are skipped."""
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                names = os.listdir(f"/proc/{pid}/{directory}")
+            except OSError:
+                continue
+            for name in names:
+                yield pid, name
+
+
 def walk_fds():
     """Every open file of every process, the way lsof and psutil find them."""
     count = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                os.readlink(f"/proc/{pid}/fd/{fd}")
-                count += 1
-            except OSError:
-                pass
+    for pid, fd in each_process_entry("fd"):
+        with contextlib.suppress(OSError):
+            os.readlink(f"/proc/{pid}/fd/{fd}")
+            count += 1
     return count
 
 
 def walk_thread_stats():
     """Every thread's /proc/<pid>/task/<tid>/stat."""
     count = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
-                    f.read()
-                count += 1
-            except OSError:
-                pass
+    for pid, tid in each_process_entry("task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+            f.read()
+            count += 1
     return count
 
 
@@ -94,13 +90,19 @@ def listing(mountpoint, processes, rounds=LISTING_ROUNDS):
                  "ls_iterfs_to_proc": ls["iterfs"] / ls["/proc"]})
 
 
-def whole_system(case, title, ours, theirs, rounds, target):
-    medians = median_times({"iterfs": functools.partial(read_all, ours),
-                            "/proc walk": theirs}, rounds)
+def whole_system(case, title, view, ours, theirs, rounds, target):
+    """iterfs's whole-system file against the /proc walk it replaces; the same
+    view read through the library alone (no FUSE) is shown beside them."""
+    with direct_reader(view) as read_direct:
+        medians = median_times({"iterfs": functools.partial(read_all, ours),
+                                "/proc walk": theirs, "library, no FUSE": read_direct},
+                               rounds)
     return Result(
         case=case, title=title, figures=medians, unit="s", metric="/proc walk / iterfs",
         value=medians["/proc walk"] / medians["iterfs"], target=target,
-        higher_is_better=True, details={"rounds": rounds})
+        higher_is_better=True,
+        details={"rounds": rounds,
+                 "proc_walk_to_library": medians["/proc walk"] / medians["library, no FUSE"]})
 
 
 def files(mountpoint, rounds=ROUNDS):
@@ -109,7 +111,7 @@ def files(mountpoint, rounds=ROUNDS):
     if lines < FILES_PROCESSES * FILES_PER_PROCESS:
         raise RuntimeError(f"task_file/all shows only {lines} files")
     return whole_system(
-        "files", f"every open file: task_file/all, {lines:,} files",
+        "files", f"every open file: task_file/all, {lines:,} files", "task_file",
         path, walk_fds, rounds, FILES_TARGET)
 
 
@@ -119,7 +121,7 @@ def threads(mountpoint, rounds=ROUNDS):
     if lines < THREADS:
         raise RuntimeError(f"task/all shows only {lines} threads")
     return whole_system(
-        "threads", f"every thread's stats: task/all, {lines:,} threads",
+        "threads", f"every thread's stats: task/all, {lines:,} threads", "task",
         path, walk_thread_stats, rounds, THREADS_TARGET)
 
 

@@ -62,9 +62,9 @@ def run_cases(selected, directory, say):
                     if "streaming" in selected:
                         measure("streaming", lambda: tcp6.streaming(mnt, tcp6.SOCKETS))
                     if "per_open" in selected:
-                        measure("per_open", lambda: per_open.per_open(mnt, pid))
+                        measure("per_open", lambda: per_open.per_open(daemon, pid))
                     if "fairness" in selected:
-                        measure("fairness", lambda: fairness.fairness(mnt, pid))
+                        measure("fairness", lambda: fairness.fairness(daemon, pid))
             if "listing" in selected:
                 say(f"holding {processes.PROCESSES:,} processes")
                 with load.processes(processes.PROCESSES):
