@@ -181,7 +181,8 @@ def report(results, directory, context):
     """Print the table, write results.json and bench.png under `directory`."""
     context = {"machine": machine(), **context}
     print()
-    print(f"iterfs benchmarks, {context['machine']}")
+    print(f"iterfs benchmarks, {context['machine']}; "
+          + ", ".join(f"{key} {value}" for key, value in context.items() if key != "machine"))
     print(table(results))
     missed = [r.case for r in results if not r.met]
     print(f"{len(results) - len(missed)} of {len(results)} targets met"

@@ -13,6 +13,7 @@ bench/results/ (results.json, bench.png).
 
 import argparse
 import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -96,10 +97,13 @@ def main(argv=None):
         parser.error(f"unknown cases: {', '.join(sorted(selected - set(CASES)))}")
 
     say = Progress()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="iterfs-bench-") as tmp:
         results = run_cases(selected, Path(tmp), say)
     say("done")
-    report(results, args.results, {"seconds": round(time.monotonic() - say.start, 1)})
+    # The machine may be shared: its load says how much the figures can be trusted.
+    report(results, args.results, {"seconds": round(time.monotonic() - say.start, 1),
+                                   "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]})
 
 
 if __name__ == "__main__":
