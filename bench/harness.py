@@ -97,7 +97,9 @@ class Result:
 
     @property
     def met(self):
-        return self.value >= self.target if self.higher_is_better else self.value <= self.target
+        if self.higher_is_better:
+            return self.value >= self.target
+        return self.value <= self.target
 
     def target_text(self):
         return f"{'>=' if self.higher_is_better else '<='} {self.target:g}"

@@ -33,8 +33,8 @@ def open_many(path, count, readers=READERS):
                 read_all(path)
         except BaseException as error:
             errors.append(error)
-    threads = [threading.Thread(target=reader, args=(count // readers + (i < count % readers),))
-               for i in range(readers)]
+    shares = [count // readers + (i < count % readers) for i in range(readers)]
+    threads = [threading.Thread(target=reader, args=(share,)) for share in shares]
     for thread in threads:
         thread.start()
     for thread in threads:

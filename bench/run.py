@@ -97,13 +97,14 @@ def main(argv=None):
         parser.error(f"unknown cases: {', '.join(sorted(selected - set(CASES)))}")
 
     say = Progress()
-    load_before = os.getloadavg()[0]
+    load_before = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="iterfs-bench-") as tmp:
         results = run_cases(selected, Path(tmp), say)
     say("done")
     # The machine may be shared: its load says how much the figures can be trusted.
-    report(results, args.results, {"seconds": round(time.monotonic() - say.start, 1),
-                                   "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]})
+    report(results, args.results, {
+        "seconds": round(time.monotonic() - say.start, 1),
+        "load_average_1min": [load_before, round(os.getloadavg()[0], 2)]})
 
 
 if __name__ == "__main__":
