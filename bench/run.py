@@ -14,6 +14,7 @@ bench/results/ (results.json, bench.png).
 import argparse
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -86,6 +87,10 @@ def run_cases(selected, directory, say):
     return sorted(results, key=lambda r: CASES.index(r.case))
 
 
+def stop(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES),
@@ -96,6 +101,10 @@ def main(argv=None):
     if not selected <= set(CASES):
         parser.error(f"unknown cases: {', '.join(sorted(selected - set(CASES)))}")
 
+    # Stopped by SIGTERM (or SIGHUP), unwind as for Ctrl-C: every `with` lets its
+    # load, pin and mount go.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
     say = Progress()
     load_before = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="iterfs-bench-") as tmp:
