@@ -99,9 +99,13 @@ run: setup
 test: setup
 	$(VENV)/bin/python -m pytest tests
 
-bench: setup
-	$(VENV)/bin/python bench/tcp6.py
-	$(VENV)/bin/python bench/processes.py
+bench: setup $(VENV)/.bench-installed
+	$(VENV)/bin/python bench/run.py
+
+# The benchmarks' own dependencies (matplotlib), installed once, beside the test ones.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+	@touch $@
 
 # The command finds its venv and views relative to itself, so a tree installed
 # with DESTDIR runs from where it lies too. Debian's python3 makes the venv:

@@ -1,143 +1,130 @@
-#!/usr/bin/env python3
-"""Whole-system process benchmarks: iterfs against walking /proc.
+"""Process benchmarks: iterfs's process directories and whole-system views
+against /proc.
 
+    listing  `ls MNT/task/` against `ls /proc` with 5,000 more processes.
+             Timed as os.listdir() (opendir, getdents until the end, closedir:
+             what ls asks of the filesystem, and only that). Target: iterfs /
+             proc <= 2. The real ls binary, run for both, is shown beside it:
+             its fork, exec and sorting cost the same on both sides.
     files    every open file of every process: task_file/all, against listing
              /proc/*/fd and readlink() of each fd (what lsof and psutil do),
              with 200 processes holding 500 open files each. Target: >= 10x.
     threads  every thread's stats: task/all, against reading every
              /proc/*/task/*/stat, with 10,000 threads. Target: >= 20x.
 
-Each round runs both sides of a case once, the order alternating, and the
-medians of the wall times are compared. Run as root after `make setup`:
-
-    .venv/bin/python bench/processes.py [--rounds 9]
+`python bench/processes.py` runs these cases alone (bench/run.py --cases
+listing,files,threads).
 """
 
-import argparse
-import json
+import contextlib
+import functools
 import os
-import statistics
-import sys
-import tempfile
-import time
-from pathlib import Path
+import subprocess
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from conftest import Holders, running_daemon  # noqa: E402
-from tcp6 import read_all  # noqa: E402
+from harness import Result, median_times, read_all
+from per_open import direct_reader
 
-RESULTS = ROOT / "bench" / "results"
-READ_SIZE = 128 * 1024
+ROUNDS = 9
+LISTING_ROUNDS = 15
+PROCESSES = 5000
+LISTING_TARGET = 2
+FILES_PROCESSES, FILES_PER_PROCESS = 200, 500
+FILES_TARGET = 10
+THREADS = 10000
+THREADS_TARGET = 20
 
-FILE_HOLDER = r"""
-import os, sys
-held = [os.open("/dev/null", os.O_RDONLY) for _ in range(int(sys.argv[1]))]
-print("ready", flush=True)
-sys.stdin.read()
-"""
 
-THREAD_HOLDER = r"""
-import sys, threading
-stop = threading.Event()
-threads = [threading.Thread(target=stop.wait, daemon=True) for _ in range(int(sys.argv[1]))]
-for t in threads:
-    t.start()
-print("ready", flush=True)
-sys.stdin.read()
-"""
+def each_process_entry(directory):
+    """(pid, name) of every entry of every /proc/<pid>/<directory>, as a walk of
+    /proc finds them; processes that exit meanwhile are skipped."""
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                names = os.listdir(f"/proc/{pid}/{directory}")
+            except OSError:
+                continue
+            for name in names:
+                yield pid, name
 
 
 def walk_fds():
     """Every open file of every process, the way lsof and psutil find them."""
     count = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                os.readlink(f"/proc/{pid}/fd/{fd}")
-                count += 1
-            except OSError:
-                pass
+    for pid, fd in each_process_entry("fd"):
+        with contextlib.suppress(OSError):
+            os.readlink(f"/proc/{pid}/fd/{fd}")
+            count += 1
     return count
 
 
 def walk_thread_stats():
     """Every thread's /proc/<pid>/task/<tid>/stat."""
     count = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
-                    f.read()
-                count += 1
-            except OSError:
-                pass
+    for pid, tid in each_process_entry("task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+            f.read()
+            count += 1
     return count
 
 
-def compare(name, ours, theirs, rounds, target):
-    times = {"iterfs": [], "proc": []}
-    for round_ in range(rounds):
-        order = [("iterfs", ours), ("proc", theirs)]
-        for side, work in order if round_ % 2 == 0 else reversed(order):
-            start = time.perf_counter()
-            work()
-            times[side].append(time.perf_counter() - start)
-    medians = {side: statistics.median(t) for side, t in times.items()}
-    speedup = medians["proc"] / medians["iterfs"]
-    print(f"  {name}: iterfs {medians['iterfs'] * 1000:.1f} ms, /proc walk "
-          f"{medians['proc'] * 1000:.1f} ms: {speedup:.1f}x "
-          f"(target >= {target}x: {'met' if speedup >= target else 'missed'})")
-    return {"case": name, "median_seconds": medians, "speedup": speedup,
-            "target_speedup": target, "target_met": speedup >= target}
+def run_ls(path):
+    subprocess.run(["ls", str(path)], check=True, stdout=subprocess.DEVNULL)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--processes", type=int, default=200)
-    parser.add_argument("--files", type=int, default=500)
-    parser.add_argument("--threads", type=int, default=10000)
-    args = parser.parse_args()
+def listing(mountpoint, processes, rounds=LISTING_ROUNDS):
+    ours, theirs = mountpoint / "task", "/proc"
+    entries = {"iterfs": len(os.listdir(ours)), "proc": len(os.listdir(theirs))}
+    if min(entries.values()) < processes:
+        raise RuntimeError(f"fewer entries than the {processes} processes held: {entries}")
+    listdir = median_times({"iterfs": functools.partial(os.listdir, ours),
+                            "/proc": functools.partial(os.listdir, theirs)}, rounds)
+    ls = median_times({"iterfs": functools.partial(run_ls, ours),
+                       "/proc": functools.partial(run_ls, theirs)}, rounds)
+    return Result(
+        case="listing", title=f"list MNT/task/ and /proc, {entries['proc']:,} entries",
+        figures={"iterfs listdir": listdir["iterfs"], "/proc listdir": listdir["/proc"],
+                 "iterfs ls": ls["iterfs"], "/proc ls": ls["/proc"]},
+        unit="s", metric="iterfs / proc (listdir)",
+        value=listdir["iterfs"] / listdir["/proc"], target=LISTING_TARGET,
+        details={"rounds": rounds, "entries": entries,
+                 "ls_iterfs_to_proc": ls["iterfs"] / ls["/proc"]})
 
-    results = []
-    with tempfile.TemporaryDirectory() as tmp, running_daemon(Path(tmp) / "mnt") as daemon:
-        mnt = daemon.mountpoint
-        holders = Holders(FILE_HOLDER, [args.files] * args.processes)
-        try:
-            lines = len((mnt / "task_file" / "all").read_text().splitlines()) - 1
-            print(f"files: {args.processes} processes x {args.files} files "
-                  f"({lines} open files in all), {args.rounds} rounds")
-            results.append(compare("files",
-                                   lambda: read_all(mnt / "task_file" / "all", READ_SIZE),
-                                   walk_fds, args.rounds, 10))
-        finally:
-            holders.close()
-        per_process = 500
-        holders = Holders(THREAD_HOLDER, [per_process] * (args.threads // per_process))
-        try:
-            lines = len((mnt / "task" / "all").read_text().splitlines()) - 1
-            print(f"threads: {args.threads} threads ({lines} in all), {args.rounds} rounds")
-            results.append(compare("threads",
-                                   lambda: read_all(mnt / "task" / "all", READ_SIZE),
-                                   walk_thread_stats, args.rounds, 20))
-        finally:
-            holders.close()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "processes.json").write_text(json.dumps(results, indent=2) + "\n")
+
+def whole_system(case, title, view, ours, theirs, rounds, target):
+    """iterfs's whole-system file against the /proc walk it replaces; the same
+    view read through the library alone (no FUSE) is shown beside them."""
+    with direct_reader(view) as read_direct:
+        medians = median_times({"iterfs": functools.partial(read_all, ours),
+                                "/proc walk": theirs, "library, no FUSE": read_direct},
+                               rounds)
+    return Result(
+        case=case, title=title, figures=medians, unit="s", metric="/proc walk / iterfs",
+        value=medians["/proc walk"] / medians["iterfs"], target=target,
+        higher_is_better=True,
+        details={"rounds": rounds,
+                 "proc_walk_to_library": medians["/proc walk"] / medians["library, no FUSE"]})
+
+
+def files(mountpoint, rounds=ROUNDS):
+    path = mountpoint / "task_file" / "all"
+    lines = len(path.read_bytes().splitlines()) - 1
+    if lines < FILES_PROCESSES * FILES_PER_PROCESS:
+        raise RuntimeError(f"task_file/all shows only {lines} files")
+    return whole_system(
+        "files", f"every open file: task_file/all, {lines:,} files", "task_file",
+        path, walk_fds, rounds, FILES_TARGET)
+
+
+def threads(mountpoint, rounds=ROUNDS):
+    path = mountpoint / "task" / "all"
+    lines = len(path.read_bytes().splitlines()) - 1
+    if lines < THREADS:
+        raise RuntimeError(f"task/all shows only {lines} threads")
+    return whole_system(
+        "threads", f"every thread's stats: task/all, {lines:,} threads", "task",
+        path, walk_thread_stats, rounds, THREADS_TARGET)
 
 
 if __name__ == "__main__":
-    main()
+    import run
+    run.main(["--cases", "listing,files,threads"])

@@ -256,8 +256,10 @@ def read_quiet(proc_path, our_path, normalise=lambda lines: lines, attempts=10,
 
 PAIRS_PER_PROCESS = 4000        # 8,000 fds each: under the 20,000 fd limit
 
+# Each socket lingers 0 s: the holder's exit resets its connections rather than
+# leaving one TIME_WAIT socket per connection for a minute, in every later count.
 SOCKET_HOLDER = r"""
-import socket, sys
+import socket, struct, sys
 pairs = int(sys.argv[1])
 listener = socket.socket(socket.AF_INET6)
 listener.bind(("::1", 0))
@@ -267,6 +269,8 @@ held = []
 for _ in range(pairs):
     held.append(socket.create_connection(("::1", port)))
     held.append(listener.accept()[0])
+for sock in held:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 print("ready", flush=True)
 sys.stdin.read()
 """

@@ -1,0 +1,138 @@
+"""The load the benchmarks set up: real sockets, processes, open files and threads,
+held by child processes (tests/conftest.py's Holders) and released on the way out
+of each `with`, even after a failure. Only the processes started here are ended,
+each by its own pid."""
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from conftest import OBJECTS, Holders, hold_sockets, running_daemon  # noqa: E402,F401
+
+# One process holding `n` open files (fds) in all, stdin, stdout and stderr counted.
+FDS_HOLDER = r"""
+import os, sys
+wanted = int(sys.argv[1])
+held = []
+while len(os.listdir("/proc/self/fd")) - 1 < wanted:     # less listdir's own fd
+    held.append(os.open("/dev/null", os.O_RDONLY))
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+FILES_HOLDER = r"""
+import os, sys
+held = [os.open("/dev/null", os.O_RDONLY) for _ in range(int(sys.argv[1]))]
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+THREADS_HOLDER = r"""
+import sys, threading
+stop = threading.Event()
+threads = [threading.Thread(target=stop.wait, daemon=True) for _ in range(int(sys.argv[1]))]
+for t in threads:
+    t.start()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+# `n` child processes, each blocked reading a pipe. When the holder's stdin closes
+# it closes the pipe and reaps them all, so no zombie outlives the load; if the
+# holder is killed instead, the children read EOF and exit all the same.
+PROCESSES_HOLDER = r"""
+import os, sys
+r, w = os.pipe()
+children = []
+for _ in range(int(sys.argv[1])):
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)
+        os._exit(0)
+    children.append(pid)
+os.close(r)
+print("ready", flush=True)
+sys.stdin.read()
+os.close(w)
+for pid in children:
+    os.waitpid(pid, 0)
+"""
+
+# Reads a file to EOF again and again until killed: a reader streaming a view.
+STREAMER = r"""
+import os, sys
+path = sys.argv[1]
+print("ready", flush=True)
+while True:
+    fd = os.open(path, os.O_RDONLY)
+    while os.read(fd, 128 * 1024):
+        pass
+    os.close(fd)
+"""
+
+PROCESSES_PER_HOLDER = 2500
+
+
+@contextlib.contextmanager
+def holding(script, arguments):
+    """Holders of `script`; on the way out each is asked to finish (its stdin
+    closed) and waited for, then killed if it has not."""
+    holders = Holders(script, arguments)
+    try:
+        yield holders
+    finally:
+        deadline = time.monotonic() + 30
+        for process in holders.processes:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+        for process in holders.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        holders.close()
+
+
+@contextlib.contextmanager
+def killed_at_end(holders):
+    try:
+        yield holders
+    finally:
+        holders.close()
+
+
+def sockets(count):
+    """`count` connected IPv6 TCP sockets (count / 2 connections over ::1)."""
+    return killed_at_end(hold_sockets(count))
+
+
+def processes(count):
+    """`count` more processes, idle, each blocked on a pipe."""
+    per_holder = [min(PROCESSES_PER_HOLDER, count - start)
+                  for start in range(0, count, PROCESSES_PER_HOLDER)]
+    return holding(PROCESSES_HOLDER, per_holder)
+
+
+@contextlib.contextmanager
+def process_with_fds(count):
+    """One process with exactly `count` open files: its pid."""
+    with holding(FDS_HOLDER, [count]) as holders:
+        pid = holders.processes[0].pid
+        assert len(os.listdir(f"/proc/{pid}/fd")) == count
+        yield pid
+
+
+def files(processes_count, per_process):
+    return holding(FILES_HOLDER, [per_process] * processes_count)
+
+
+def threads(count, per_process=500):
+    return holding(THREADS_HOLDER, [per_process] * (count // per_process))
+
+
+def streamers(path, count):
+    """`count` processes reading `path` to EOF over and over, until the block ends."""
+    return killed_at_end(Holders(STREAMER, [path] * count))
