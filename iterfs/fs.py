@@ -11,7 +11,6 @@ pid, SELF or ALL) in view i is (i + 1) << 32 | k. Only open files keep state.
 """
 
 import collections
-import concurrent.futures
 import errno
 import functools
 import logging
@@ -20,10 +19,11 @@ import stat
 import time
 
 import pyfuse3
+import trio
 
 from . import processes
 from .credentials import acting_as
-from .streaming import OpenIterator
+from .streaming import OpenIterator, Pumps
 
 log = logging.getLogger("iterfs.fs")
 
@@ -83,6 +83,23 @@ def read_only(method):
     return wrapper
 
 
+class Listing:
+    """A directory as opendir() found it: names, the attributes of the first
+    few, and one attributes object for all the rest (processes), whose inode
+    is the entry's key (its pid) under the view's number."""
+
+    def __init__(self, names, attributes, rest=None):
+        self.names = names
+        self._attributes = attributes
+        self._rest = rest
+
+    def attributes(self, offset):
+        if offset < len(self._attributes):
+            return self._attributes[offset]
+        self._rest.st_ino = self._rest.st_ino & ~0xFFFF_FFFF | int(self.names[offset])
+        return self._rest
+
+
 class IterFS(pyfuse3.Operations):
     def __init__(self, views, *, max_open_per_uid=MAX_OPEN_PER_UID):
         super().__init__()
@@ -93,8 +110,7 @@ class IterFS(pyfuse3.Operations):
         self._pid_max = processes.read_pid_max()
         self._mounted_ns = time.time_ns()
         self._open = {}
-        self._readers = concurrent.futures.ThreadPoolExecutor(
-            max_workers=READER_THREADS, thread_name_prefix="iterfs-read")
+        self._pumps = Pumps(READER_THREADS)
         self._directories = {}
         self._next_handle = 1
 
@@ -184,25 +200,25 @@ class IterFS(pyfuse3.Operations):
     async def opendir(self, inode, ctx):
         index, key = self._resolve(inode)
         if index is None:
-            entries = [(v.name.encode(), self._view_attributes(i))
-                       for i, v in enumerate(self.views)]
+            listing = Listing([v.name.encode() for v in self.views],
+                              [self._view_attributes(i) for i in range(len(self.views))])
         elif key is None and self.views[index].per_process:
-            entries = [(name, self._entry_attributes(index, key)) for name, key in NAMED.items()]
-            entries += [(str(pid).encode(), self._listed_attributes(index, pid))
-                        for pid in processes.live_processes()]
+            listing = Listing(list(NAMED) + processes.live_processes(),
+                              [self._entry_attributes(index, key) for key in NAMED.values()],
+                              self._listed_attributes(index))
         else:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         # A snapshot, so that offsets stay meaningful across readdir calls.
         handle = self._new_handle()
-        self._directories[handle] = entries
+        self._directories[handle] = listing
         return handle
 
     @fuse_operation
     async def readdir(self, fh, start_id, token):
-        entries = self._directories[fh]
-        for offset in range(start_id, len(entries)):
-            name, attr = entries[offset]
-            if not pyfuse3.readdir_reply(token, name, attr, offset + 1):
+        listing = self._directories[fh]
+        for offset in range(start_id, len(listing.names)):
+            if not pyfuse3.readdir_reply(token, listing.names[offset],
+                                         listing.attributes(offset), offset + 1):
                 break
 
     @fuse_operation
@@ -234,10 +250,10 @@ class IterFS(pyfuse3.Operations):
             raise logged_error(name, "open", error)
         try:
             if ctx.uid == 0:
-                opened = OpenIterator(link, self._readers, name)
+                opened = OpenIterator(link, self._pumps, name)
             else:
                 with acting_as(ctx.uid, ctx.gid):
-                    opened = OpenIterator(link, self._readers, name)
+                    opened = OpenIterator(link, self._pumps, name)
         except BaseException as error:
             link.close()
             if isinstance(error, OSError):
@@ -249,12 +265,13 @@ class IterFS(pyfuse3.Operations):
         self._open_by_uid[ctx.uid] += 1
         return pyfuse3.FileInfo(fh=handle, direct_io=True, keep_cache=False)
 
-    def _listed_attributes(self, index, pid):
-        """A listed process's attributes, which the kernel keeps no moment
-        (timeouts 0): its owner takes a stat of /proc/<pid>, too dear for every
-        process of a listing, so a lookup finds it when the entry is used."""
+    def _listed_attributes(self, index):
+        """Attributes for the listed processes of a view, which the kernel keeps
+        no moment (timeouts 0): an owner takes a stat of /proc/<pid>, too dear
+        for every process of a listing, so a lookup finds it when the entry is
+        used. One object, given each entry's inode in turn."""
         mode = OWNER_ONLY if self.views[index].private else WORLD_READABLE
-        return self._attributes(self._entry_inode(index, pid), mode, 0)
+        return self._attributes(self._entry_inode(index, 0), mode, 0)
 
     def _check_access(self, view, key, ctx):
         """/proc's rule for what a process's maps and fds show: only who could
@@ -276,11 +293,16 @@ class IterFS(pyfuse3.Operations):
     @fuse_operation
     async def read(self, fh, off, size):
         opened = self._open[fh]
-        async with opened.lock:
-            try:
-                return await opened.read(off, size)
-            except OSError as error:
-                raise logged_error(opened.name, "read", error)
+        try:
+            opened.lock.acquire_nowait()    # no trip through the scheduler when free
+        except trio.WouldBlock:
+            await opened.lock.acquire()
+        try:
+            return await opened.read(off, size)
+        except OSError as error:
+            raise logged_error(opened.name, "read", error)
+        finally:
+            opened.lock.release()
 
     @fuse_operation
     async def release(self, fh):
@@ -293,7 +315,9 @@ class IterFS(pyfuse3.Operations):
 
     @fuse_operation
     async def flush(self, fh):
-        pass
+        # Nothing to flush; ENOSYS tells the kernel to stop asking: a round trip
+        # less for every close.
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     def _new_handle(self):
         handle = self._next_handle
@@ -306,7 +330,7 @@ class IterFS(pyfuse3.Operations):
             opened.close_now()
         self._open.clear()
         self._directories.clear()
-        self._readers.shutdown(wait=True)
+        self._pumps.shutdown()
 
     # -- everything else --------------------------------------------------
 

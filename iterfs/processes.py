@@ -71,5 +71,6 @@ def thread_group(tid):
 
 
 def live_processes():
-    """Every live process's tgid, as `ls /proc` shows them, in ascending order."""
-    return sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
+    """Every live process's tgid as a name, as `ls /proc` lists them: /proc
+    lists them in ascending order already."""
+    return [name for name in os.listdir(b"/proc") if name.isdigit()]

@@ -8,9 +8,15 @@ and small reads (netstat reads 4 KiB at a time) are answered from memory. The
 pump stops when READ_AHEAD bytes wait unread, so a reader that pauses holds no
 thread, and at most READ_AHEAD bytes (or one read's size, if larger) per open
 file.
+
+The pump starts at open(), so a small file is read by the time its first read
+request comes. A file that has streamed more than INTERACTIVE_BYTES is pumped
+by threads of lower priority from then on: a few readers of large views must
+not keep the event loop and the pumps of small reads waiting for a CPU.
 """
 
 import concurrent.futures
+import os
 import threading
 
 import trio
@@ -18,6 +24,30 @@ import trio
 READ_AHEAD = 512 * 1024
 READ_CHUNK = 64 * 1024     # one read(2) of the iterator fd; the kernel gives <= 32 KiB
 SKIP_CHUNK = 1 << 20
+INTERACTIVE_BYTES = 256 * 1024
+STREAMING_NICE = 10         # CPU weight about a tenth of nice 0's
+
+
+def _lower_priority():
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), STREAMING_NICE)
+
+
+class Pumps:
+    """The worker threads that read iterators: at the event loop's priority for
+    files that are still small, at STREAMING_NICE for those that stream. (Two
+    pools: a thread may lower its own priority, but raising it again needs
+    CAP_SYS_NICE.)"""
+
+    def __init__(self, threads):
+        self.interactive = concurrent.futures.ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="iterfs-read")
+        self.streaming = concurrent.futures.ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="iterfs-stream",
+            initializer=_lower_priority)
+
+    def shutdown(self):
+        self.interactive.shutdown(wait=True)
+        self.streaming.shutdown(wait=True)
 
 
 async def result_of(future):
@@ -38,13 +68,14 @@ class OpenIterator:
     is touched (a seek, close) the pump is stopped.
     """
 
-    def __init__(self, link, executor, name):
+    def __init__(self, link, pumps, name):
         self.name = name             # the file's path in the mount, for log lines
         self.uid = 0                 # who opened it, for the per-uid limit
         self.link = link
         self.stream = link.open()
         self.lock = trio.Lock()
-        self._executor = executor
+        self._pumps = pumps
+        self._pumped = 0             # bytes read from the iterator since open
         self._token = trio.lowlevel.current_trio_token()
         self._mutex = threading.Lock()
         self._buffer = bytearray()   # read from the iterator, not yet returned
@@ -57,6 +88,13 @@ class OpenIterator:
         self._pump = None            # future of the last pump started
         self._waiting = False        # a request waits for the pump's next chunk
         self._progress = trio.Event()
+        self._start_pump()
+
+    @property
+    def _executor(self):
+        if self._pumped > INTERACTIVE_BYTES:
+            return self._pumps.streaming
+        return self._pumps.interactive
 
     async def read(self, offset, size):
         if offset != self._offset:
@@ -89,8 +127,11 @@ class OpenIterator:
     def close_now(self):
         """Close from outside the event loop (at unmount)."""
         self._stopping = True
-        if self._pump is not None:
-            concurrent.futures.wait([self._pump])
+        while self._pump is not None:
+            pump = self._pump
+            concurrent.futures.wait([pump])
+            if self._pump is pump:
+                break
         self._close_stream()
 
     def _close_stream(self):
@@ -101,7 +142,7 @@ class OpenIterator:
 
     def _start_pump(self):
         with self._mutex:
-            if self._pumping or self._eof or self._error is not None \
+            if self._pumping or self._stopping or self._eof or self._error is not None \
                     or len(self._buffer) >= self._limit:
                 return
             self._pumping = True
@@ -110,21 +151,32 @@ class OpenIterator:
     async def _stop_pump(self):
         self._stopping = True
         try:
-            if self._pump is not None:
-                await result_of(self._pump)
+            # A pump moving to the streaming threads starts its successor itself.
+            while self._pump is not None:
+                pump = self._pump
+                await result_of(pump)
+                if self._pump is pump:
+                    break
         finally:
             self._stopping = False
 
     def _run_pump(self):
         """Worker thread: read the iterator until the buffer is full or it ends."""
         chunk = bytearray(READ_CHUNK)
+        executor = self._executor
         try:
             while True:
                 with self._mutex:
                     if self._stopping or self._eof or len(self._buffer) >= self._limit:
                         self._pumping = False
                         return
+                if self._executor is not executor:      # it streams: go on down there
+                    with self._mutex:
+                        self._pumping = False
+                    self._start_pump()
+                    return
                 n = self.stream.readinto(chunk)
+                self._pumped += n
                 with memoryview(chunk) as view, self._mutex:
                     self._buffer += view[:n]
                     self._eof = not n
