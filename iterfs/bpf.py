@@ -53,28 +53,28 @@ def _error(step, code, detail=None):
 
 
 # libbpf reports through one process-wide print callback. Its warnings go to the
-# log, and while a thread opens or loads an object they are also kept so that the
-# error raised can say what libbpf said.
+# log, and while a thread opens or loads an object everything it says is also kept
+# so that the error raised can say what libbpf said: some refusals (an ELF section
+# it cannot size, in 1.1) are only ever said at debug level.
 _capture = threading.local()
 
 
 @ffi.callback("int(int, const char *, void *)")
 def _print(level, fmt, args):
     try:
-        wanted = log.isEnabledFor(logging.DEBUG) or level == LIBBPF_WARN
+        messages = getattr(_capture, "messages", None)
+        wanted = (log.isEnabledFor(logging.DEBUG) or level == LIBBPF_WARN
+                  or messages is not None)
         if not wanted:
             return 0
         buf = ffi.new("char[]", 4096)
         libc.vsnprintf(buf, len(buf), fmt, args)
         message = ffi.string(buf).decode(errors="replace").rstrip()
-        if level == LIBBPF_WARN:
-            warnings = getattr(_capture, "warnings", None)
-            if warnings is not None:
-                warnings.append(message)
-                log.debug("%s", message)
-            else:
-                log.warning("%s", message)
-        elif level in (LIBBPF_INFO, LIBBPF_DEBUG):
+        if messages is not None:
+            messages.append((level, message))
+        if level == LIBBPF_WARN and messages is None:
+            log.warning("%s", message)
+        elif level in (LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG):
             log.debug("%s", message)
     except Exception:  # a callback from C must never raise
         pass
@@ -86,15 +86,18 @@ lib.libbpf_set_print(_print)
 
 class _CapturedWarnings:
     def __enter__(self):
-        _capture.warnings = []
-        return _capture.warnings
+        _capture.messages = []
+        return _capture.messages
 
     def __exit__(self, *exc):
-        _capture.warnings = None
+        _capture.messages = None
 
 
-def _last_warning(warnings):
-    return warnings[-1].splitlines()[-1] if warnings else None
+def _last_warning(messages):
+    """What libbpf said last before failing: its last warning, else its last word."""
+    warnings = [message for level, message in messages if level == LIBBPF_WARN]
+    said = warnings or [message for _, message in messages]
+    return said[-1].splitlines()[-1] if said else None
 
 
 class Object:
