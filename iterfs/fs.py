@@ -5,9 +5,14 @@
     /<view>/              a directory for a task view: self, all, one file per process
     /<view>/<pid>         open() attaches with linfo.task.pid (tid for a thread)
     /<view>/all           open() attaches with no linfo: every task
+    /<view>/              a directory for a map view: one file per map it can walk
+    /<view>/<map id>      open() attaches with linfo.map.map_fd
+    /.status              what became of each program file (views.StatusFile)
 
-Inode numbers are computed, never stored: view i is 2 + i; the file for key k (a
-pid, SELF or ALL) in view i is (i + 1) << 32 | k. Only open files keep state.
+Inode numbers are computed, never stored: view number n (views.ViewTable: never
+reused, so an inode stays one program's across reloads) is 2 + n; the file for key
+k (a pid, SELF, ALL or a map id) in view n is (n + 1) << 32 | k. Only open files
+keep state.
 """
 
 import concurrent.futures
@@ -19,6 +24,7 @@ import stat
 import time
 
 import pyfuse3
+import trio
 
 from . import processes
 from .streaming import OpenIterator
@@ -30,9 +36,11 @@ FIRST_VIEW_INODE = 2
 SELF = 0xFFFF_FFFF
 ALL = 0xFFFF_FFFE
 NAMED = {b"self": SELF, b"all": ALL}
+MAX_MAP_ID = 0x7FFF_FFFF     # the kernel numbers maps from 1 to INT_MAX
 KEY_NAMES = {SELF: "self", ALL: "all"}
 
-# Views only change when the daemon restarts; a process can exit at any time.
+# Views change only at a reload, which makes the kernel forget those that changed;
+# a process can exit at any time.
 VIEW_TIMEOUT = 60.0
 PROCESS_TIMEOUT = 1.0
 # Threads that read iterator fds: a read blocks while the kernel runs the program.
@@ -79,8 +87,7 @@ def read_only(method):
 class IterFS(pyfuse3.Operations):
     def __init__(self, views):
         super().__init__()
-        self.views = list(views)
-        self._by_name = {v.name.encode(): i for i, v in enumerate(self.views)}
+        self.views = views      # a views.ViewTable: number -> view, replaced at reloads
         self._pid_max = processes.read_pid_max()
         self._mounted_ns = time.time_ns()
         self._open = {}
@@ -103,11 +110,11 @@ class IterFS(pyfuse3.Operations):
             return None, None
         if inode < 1 << 32:
             index = inode - FIRST_VIEW_INODE
-            if 0 <= index < len(self.views):
+            if index in self.views:
                 return index, None
         else:
             index, key = (inode >> 32) - 1, inode & 0xFFFF_FFFF
-            if index < len(self.views) and self.views[index].per_process:
+            if index in self.views and self.views[index].is_directory:
                 return index, key
         raise pyfuse3.FUSEError(errno.ENOENT)
 
@@ -126,18 +133,20 @@ class IterFS(pyfuse3.Operations):
 
     def _root_attributes(self):
         attr = self._attributes(ROOT_INODE, stat.S_IFDIR | 0o555, VIEW_TIMEOUT)
-        attr.st_nlink = 2 + sum(v.per_process for v in self.views)
+        attr.st_nlink = 2 + sum(v.is_directory for v in self.views.values())
         return attr
 
     def _view_attributes(self, index):
-        mode = stat.S_IFDIR | 0o555 if self.views[index].per_process else stat.S_IFREG | 0o444
+        mode = stat.S_IFDIR | 0o555 if self.views[index].is_directory else stat.S_IFREG | 0o444
         return self._attributes(self._view_inode(index), mode, VIEW_TIMEOUT)
 
     def _entry_attributes(self, index, key):
         return self._attributes(self._entry_inode(index, key), stat.S_IFREG | 0o444,
                                 PROCESS_TIMEOUT)
 
-    def _process_exists(self, key):
+    def _entry_exists(self, index, key):
+        if self.views[index].per_map:
+            return self.views[index].has_map(key)
         return key in (SELF, ALL) or processes.exists(key)
 
     # -- lookups ----------------------------------------------------------
@@ -146,13 +155,13 @@ class IterFS(pyfuse3.Operations):
     async def lookup(self, parent_inode, name, ctx=None):
         index, key = self._resolve(parent_inode)
         if index is None:
-            if name in self._by_name:
-                return self._view_attributes(self._by_name[name])
+            if self.views.number(name) is not None:
+                return self._view_attributes(self.views.number(name))
             raise pyfuse3.FUSEError(errno.ENOENT)
-        if key is not None or not self.views[index].per_process:
+        if key is not None or not self.views[index].is_directory:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        key = NAMED.get(name) or processes.parse_pid(name, self._pid_max)
-        if key is None or not self._process_exists(key):
+        key = self._entry_key(index, name)
+        if key is None or not self._entry_exists(index, key):
             raise pyfuse3.FUSEError(errno.ENOENT)
         return self._entry_attributes(index, key)
 
@@ -163,7 +172,7 @@ class IterFS(pyfuse3.Operations):
             return self._root_attributes()
         if key is None:
             return self._view_attributes(index)
-        if not self._process_exists(key):
+        if not self._entry_exists(index, key):
             raise pyfuse3.FUSEError(errno.ENOENT)
         return self._entry_attributes(index, key)
 
@@ -172,7 +181,9 @@ class IterFS(pyfuse3.Operations):
         index, key = self._resolve(inode)
         if index is None:
             entries = [(v.name.encode(), self._view_attributes(i))
-                       for i, v in enumerate(self.views)]
+                       for i, v in self.views.items()]
+        elif key is None and self.views[index].per_map:
+            entries = self._map_entries(index)
         elif key is None and self.views[index].per_process:
             entries = [(name, self._entry_attributes(index, key)) for name, key in NAMED.items()]
             entries += [(str(pid).encode(), self._entry_attributes(index, pid))
@@ -203,13 +214,15 @@ class IterFS(pyfuse3.Operations):
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & (os.O_TRUNC | os.O_CREAT):
             raise pyfuse3.FUSEError(errno.EROFS)
         index, key = self._resolve(inode)
-        if index is None or (key is None and self.views[index].per_process):
+        if index is None or (key is None and self.views[index].is_directory):
             raise pyfuse3.FUSEError(errno.EISDIR)
         view = self.views[index]
         name = view.name if key is None else f"{view.name}/{KEY_NAMES.get(key, key)}"
         try:
             if key is None or key == ALL:
                 link = view.attach()
+            elif view.per_map:
+                link = view.attach(map_id=key)
             else:
                 link = self._attach_process(view, ctx.pid if key == SELF else key, key == SELF)
         except OSError as error:
@@ -233,6 +246,34 @@ class IterFS(pyfuse3.Operations):
         if whole_process or tgid == task_id:
             return view.attach(pid=tgid)
         return view.attach(tid=task_id)
+
+    # -- map views and reloads ----------------------------------------------
+
+    def _entry_key(self, index, name):
+        """The key a name in a directory view stands for, or None."""
+        if self.views[index].per_map:
+            return processes.parse_id(name, MAX_MAP_ID)
+        return NAMED.get(name) or processes.parse_pid(name, self._pid_max)
+
+    def _map_entries(self, index):
+        return [(str(map_id).encode(), self._entry_attributes(index, map_id))
+                for map_id in self.views[index].map_ids()]
+
+    async def forget_views(self, names):
+        """After a reload: make the kernel drop what it cached of views that are
+        new, replaced or gone, so that the next lookup asks again (dropping a
+        directory's entry drops the entries under it). Done when it returns."""
+        # The kernel may wait for a request of this loop's: from another thread.
+        await trio.to_thread.run_sync(self._forget_views, names)
+
+    def _forget_views(self, names):
+        for name in names:
+            try:
+                pyfuse3.invalidate_entry(ROOT_INODE, name.encode())
+            except FileNotFoundError:
+                pass        # not in the kernel's cache
+        # The root's link count counts the directory views.
+        pyfuse3.invalidate_inode(ROOT_INODE, attr_only=True)
 
     @fuse_operation
     async def read(self, fh, off, size):
