@@ -57,6 +57,10 @@ def test_install_lays_out_command_views_and_unit(installed):
     assert os.access(prefix / "sbin/iterfs", os.X_OK)
     installed_views = sorted(p.name for p in (prefix / "lib/iterfs/progs").glob("*.bpf.o"))
     assert installed_views == sorted(p.name for p in OBJECTS.glob("*.bpf.o"))
+    # What views of one's own include, for the daemon to compile them with.
+    installed_headers = sorted(p.name for p in (prefix / "lib/iterfs/include").glob("*.h"))
+    assert installed_headers == sorted(p.name for p in (ROOT / "progs").glob("*.h"))
+    assert '--headers "$lib/include"' in (prefix / "sbin/iterfs").read_text()
     unit = (prefix / "lib/systemd/system/iterfs.service").read_text()
     assert unit == UNIT.read_text()         # PREFIX is /usr/local: nothing rewritten
 
@@ -86,6 +90,7 @@ def test_unit_keeps_the_mount_in_the_host_namespace():
     assert not private & set(settings)
     assert settings["Type"] == "notify"
     assert settings["Restart"] == "on-failure"
+    assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert int(settings["OOMScoreAdjust"]) < 0
 
 
@@ -119,6 +124,14 @@ def test_exec_start_says_ready_once_the_mount_answers(installed, tmp_path):
             status = Path(f"/proc/{daemon.pid}/status").read_text()
             held = int(re.search(r"^CapBnd:\s*(\w+)", status, re.M).group(1), 16)
             assert held == sum(1 << CAPABILITY_BITS[c] for c in capabilities)
+            # systemctl reload runs ExecReload with the daemon as $MAINPID.
+            reload = [str(daemon.pid) if word == "$MAINPID" else word
+                      for word in shlex.split(settings["ExecReload"])]
+            subprocess.run(reload, check=True)
+            deadline = time.monotonic() + 30
+            while "reloaded:" not in (tmp_path / "daemon.log").read_text():
+                assert daemon.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
             daemon.send_signal(signal.SIGTERM)
             assert daemon.wait(timeout=STOP_LIMIT) == 0
         finally:
