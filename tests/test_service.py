@@ -94,12 +94,39 @@ def test_unit_keeps_the_mount_in_the_host_namespace():
     assert int(settings["OOMScoreAdjust"]) < 0
 
 
+# A view of one's own that includes iterfs.h: the installed headers must serve.
+MAP_NAMES = """// SPDX-License-Identifier: GPL-2.0
+#include "iterfs.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+SEC("iter/bpf_map")
+int map_names(struct bpf_iter__bpf_map *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct bpf_map *map = ctx->map;
+
+	if (!map)
+		return 0;
+	if (ctx->meta->seq_num == 0)
+		BPF_SEQ_PRINTF(seq, "%8s %s\\n", "id", "name");
+	BPF_SEQ_PRINTF(seq, "%8u %s\\n", map->id, map->name);
+	return 0;
+}
+"""
+
+
 def test_exec_start_says_ready_once_the_mount_answers(installed, tmp_path):
     """The unit's ExecStart, with its capability bounding set and a NOTIFY_SOCKET
-    of the test's: READY=1 arrives when the mount already answers."""
+    of the test's: READY=1 arrives when the mount already answers. Its
+    ExecReload then loads a view dropped into a program directory."""
     settings = unit_settings(UNIT)
+    programs = tmp_path / "programs"
+    programs.mkdir(mode=0o755)
+    os.chmod(programs, 0o755)
     command = [str(tmp_path / "mnt") if word == "/iterfs" else word
                for word in shlex.split(settings["ExecStart"])]
+    command += ["--progs", str(programs), "--cache", str(tmp_path / "cache")]
     capabilities = settings["CapabilityBoundingSet"].split()
     bounding = "-all," + ",".join("+" + c[len("CAP_"):].lower() for c in capabilities)
     (tmp_path / "mnt").mkdir()
@@ -125,13 +152,20 @@ def test_exec_start_says_ready_once_the_mount_answers(installed, tmp_path):
             held = int(re.search(r"^CapBnd:\s*(\w+)", status, re.M).group(1), 16)
             assert held == sum(1 << CAPABILITY_BITS[c] for c in capabilities)
             # systemctl reload runs ExecReload with the daemon as $MAINPID.
+            (programs / "map_names.bpf.c").write_text(MAP_NAMES)
             reload = [str(daemon.pid) if word == "$MAINPID" else word
                       for word in shlex.split(settings["ExecReload"])]
             subprocess.run(reload, check=True)
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             while "reloaded:" not in (tmp_path / "daemon.log").read_text():
                 assert daemon.poll() is None and time.monotonic() < deadline
                 time.sleep(0.02)
+            answer = subprocess.run(
+                ["nsenter", f"--target={daemon.pid}", "--mount", "cat",
+                 str(tmp_path / "mnt" / "map_names")],
+                capture_output=True, text=True, timeout=10)
+            assert answer.returncode == 0 and answer.stdout.startswith("      id name\n"), \
+                (answer, (tmp_path / "daemon.log").read_text())
             daemon.send_signal(signal.SIGTERM)
             assert daemon.wait(timeout=STOP_LIMIT) == 0
         finally:
