@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from iterfs.compiler import bpf_flags
 
 from conftest import OBJECTS, ROOT, ROOT_ENTRIES, STATUS, iterator_links, running_daemon
 
+EXAMPLES = ROOT / "examples"
 SYSTEM_PROGRAMS = Path("/etc/iterfs/progs.d")
 RELOAD_TIMEOUT = 60
 
@@ -536,7 +538,7 @@ def test_map_view_lists_and_dumps_the_maps_it_can_walk(tmp_path, programs):
             assert status(daemon)["hash_dump"][:2] == ("serving", "bpf_map_elem")
 
 
-# -- the system's directory, the cache --------------------------------
+# -- the system's directory, the cache, the examples --------------------------------
 
 
 @contextlib.contextmanager
@@ -582,6 +584,80 @@ def test_compiled_once_per_content(tmp_path, programs):
         assert "compiling " not in daemon.log()         # found in the cache
         assert (daemon.mountpoint / "greeting").read_text() == "second\n"
     assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
+
+
+def test_examples_compile_load_and_show_what_they_say(tmp_path):
+    names = sorted(p.name[:-len(".bpf.c")] for p in EXAMPLES.glob("*.bpf.c"))
+    assert len(names) >= 2
+    with dropin_daemon(tmp_path, EXAMPLES) as daemon:
+        entries = status(daemon)
+        for name in names:
+            assert entries[name][0] == "serving", entries[name]
+        m = daemon.mountpoint
+        check_close_wait(m / "close_wait")
+        check_deleted_files(m / "deleted_files", tmp_path)
+        check_map_hexdump(m / "map_hexdump")
+
+
+def check_close_wait(view):
+    with socket.create_server(("127.0.0.1", 0)) as listener, \
+            socket.create_connection(listener.getsockname()) as first, \
+            socket.create_connection(listener.getsockname()) as second:
+        peer, _ = listener.accept()
+        peer.close()                    # one of the two is now in CLOSE_WAIT
+        other, _ = listener.accept()
+        with other:
+            waiting = [s for s in (first, second) if _close_wait(s)]
+            assert len(waiting) == 1
+            rows = (view / str(os.getpid())).read_text().splitlines()
+            expected = [str(os.getpid()), str(waiting[0].fileno()),
+                        "%s:%d" % waiting[0].getsockname(), "%s:%d" % waiting[0].getpeername()]
+    assert rows[0].split() == ["pid", "comm", "fd", "local", "remote"]
+    assert [row.split()[:1] + row.split()[2:] for row in rows[1:]] == [expected]
+
+
+def _close_wait(sock):
+    """Whether /proc/net/tcp shows this socket in CLOSE_WAIT (state 08)."""
+    port = "%04X" % sock.getsockname()[1]
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(":" + port) and fields[3] == "08":
+            return True
+    return False
+
+
+def check_deleted_files(view, tmp_path):
+    deleted = tmp_path / "gone"
+    with open(deleted, "wb") as gone, open(tmp_path / "kept", "wb"):
+        gone.write(b"x" * 12345)
+        gone.flush()
+        deleted.unlink()
+        rows = (view / str(os.getpid())).read_text().splitlines()
+        # The oracle: what /proc says of each fd: a regular file with no link left.
+        expected = {(fd, os.readlink(f"/proc/self/fd/{fd}"))
+                    for fd in os.listdir("/proc/self/fd") if _is_deleted_file(int(fd))}
+        gone_fd = str(gone.fileno())
+    assert rows[0].split() == ["pid", "comm", "fd", "size", "path"]
+    found = {(row.split()[2], row.split(None, 4)[4]) for row in rows[1:]}
+    assert found == expected and (gone_fd, f"{deleted} (deleted)") in found
+    assert [row.split()[3] for row in rows[1:] if row.split()[2] == gone_fd] == ["12345"]
+
+
+def _is_deleted_file(fd):
+    try:
+        status = os.fstat(fd)
+    except OSError:
+        return False
+    return stat.S_ISREG(status.st_mode) and status.st_nlink == 0
+
+
+def check_map_hexdump(view):
+    with created_maps((ARRAY, "t_dropin_array", 4, 12, 2)) as (array,):
+        array.update(1, b"abcdefghijkl", value_type="char[12]")
+        assert str(array.id) in os.listdir(view)
+        rows = (view / str(array.id)).read_text().splitlines()
+    assert rows == ["key 00000000 value " + "00" * 12,
+                    "key 01000000 value " + b"abcdefghijkl".hex()]
 
 
 def test_reload_while_reading(tmp_path, programs):
