@@ -4,6 +4,7 @@ reloaded on SIGHUP, refused when untrusted, and what .status says of each."""
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -658,6 +659,79 @@ def check_map_hexdump(view):
         rows = (view / str(array.id)).read_text().splitlines()
     assert rows == ["key 00000000 value " + "00" * 12,
                     "key 01000000 value " + b"abcdefghijkl".hex()]
+
+
+def readme_program(function):
+    """The C program of README.md that defines `function`."""
+    for block in re.findall(r"```c\n(.*?)```", (ROOT / "README.md").read_text(), re.S):
+        if f"int {function}(" in block:
+            return block
+    raise AssertionError(f"README.md has no program {function}")
+
+
+def device_name(st_dev):
+    """A device as /proc/<pid>/maps and the holders view show it."""
+    return f"{os.major(st_dev):02x}:{os.minor(st_dev):02x}"
+
+
+def holders_of(path):
+    """The oracle: {(pid, fd)} whose fd is `path`'s file, from /proc/*/fd."""
+    wanted = os.stat(path)
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    held = os.stat(f"/proc/{pid}/fd/{fd}")
+                    if (held.st_dev, held.st_ino) == (wanted.st_dev, wanted.st_ino):
+                        found.add((int(pid), int(fd)))
+    return found
+
+
+def read_holders(view, path):
+    """{(pid, fd)} of the view's rows on `path`'s device."""
+    lines = view.read_text().splitlines()
+    assert lines[0].split() == ["pid", "comm", "fd", "device"]
+    device = device_name(os.stat(path).st_dev)
+    return {(int(line.split()[0]), int(line.split()[-2])) for line in lines[1:]
+            if line.split()[-1] == device}
+
+
+def test_readme_walk_through(tmp_path, programs):
+    """README's holders.bpf.c, as the walk-through uses it: the processes that
+    hold a file open, compared with /proc/*/fd; then for another file."""
+    source = readme_program("holders")
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.write_text("first")
+    second.write_text("second")
+    script = "import sys; f = open(sys.argv[1]); print('ready', flush=True); sys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", script, str(second)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        with open(first) as a, open(first) as b, open(second) as c, \
+                dropin_daemon(tmp_path, programs) as daemon:
+            m = daemon.mountpoint
+            inode = f"#define INODE {os.stat(first).st_ino}"
+            write(programs, "holders.bpf.c", source.replace("#define INODE 1234", inode))
+            reload(daemon)
+            assert status(daemon)["holders"][:2] == ("serving", "task_file")
+            expected = {(os.getpid(), a.fileno()), (os.getpid(), b.fileno())}
+            assert holders_of(first) == expected
+            assert read_holders(m / "holders" / "all", first) == expected
+
+            inode = f"#define INODE {os.stat(second).st_ino}"
+            write(programs, "holders.bpf.c", source.replace("#define INODE 1234", inode))
+            reload(daemon)
+            expected = holders_of(second)
+            assert {pid for pid, _ in expected} == {os.getpid(), child.pid}
+            assert (os.getpid(), c.fileno()) in expected
+            assert read_holders(m / "holders" / "all", second) == expected
+            assert read_holders(m / "holders" / str(child.pid), second) == \
+                {(pid, fd) for pid, fd in expected if pid == child.pid}
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_reload_while_reading(tmp_path, programs):
