@@ -734,6 +734,23 @@ def test_readme_walk_through(tmp_path, programs):
         child.wait()
 
 
+def test_stop_during_a_reload(tmp_path, programs):
+    """SIGTERM while a reload compiles: the daemon unmounts and exits 0 at once."""
+    with dropin_daemon(tmp_path, programs) as daemon:
+        for source in EXAMPLES.glob("*.bpf.c"):
+            shutil.copy(source, programs)
+        os.kill(daemon.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "compiling " not in daemon.log():
+            assert time.monotonic() < deadline, daemon.log()
+            time.sleep(0.01)
+        started = time.monotonic()
+        os.kill(daemon.pid, signal.SIGTERM)
+        assert daemon.process.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5
+        assert "reloaded:" not in daemon.log()
+
+
 def test_reload_while_reading(tmp_path, programs):
     """Reloads while other threads read every view: no error, no lost file."""
     write(programs, "hello.bpf.c", hello_program("hello", "one"))
