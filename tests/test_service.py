@@ -240,8 +240,12 @@ def test_errors_are_one_line_naming_the_file_and_errno(failing_mount):
 def test_debug_logs_each_request(tmp_path):
     with running_daemon(tmp_path / "mnt", "--debug") as daemon:
         (daemon.mountpoint / "netlink").read_text()
-        log = daemon.log()
-    assert "iterfs.fs DEBUG: open " in log and "iterfs.fs DEBUG: release " in log
+        # FUSE sends release() after close() returns: it may come a moment later.
+        deadline = time.monotonic() + 5
+        while "iterfs.fs DEBUG: release " not in daemon.log():
+            assert time.monotonic() < deadline, daemon.log()[-2000:]
+            time.sleep(0.01)
+        assert "iterfs.fs DEBUG: open " in daemon.log()
 
 
 def test_no_timestamps_under_journald(tmp_path):
