@@ -20,9 +20,9 @@ log = logging.getLogger("iterfs.views")
 
 SOURCE_SUFFIX = ".bpf.c"
 OBJECT_SUFFIX = ".bpf.o"
-# Names that need no quoting in a shell; a leading dot is kept for iterfs's own
-# files (.status), so no program can take their names.
-VIEW_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}\Z")
+# Names that need no quoting in a shell and are no option (no leading '-'); a
+# leading dot is kept for iterfs's own files (.status), so no program takes them.
+VIEW_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}\Z")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +60,7 @@ def find_programs(directories):
             valid = VIEW_NAME.match(candidate.name)
             if candidate.refused is None and not valid:
                 candidate = _refuse(candidate, "a view's name is letters, digits, '_', '-' "
-                                               "and '.', not first")
+                                               "and '.', and starts with no '-' or '.'")
             elif candidate.refused is None and candidate.name in taken:
                 candidate = _refuse(candidate, f"name taken by {taken[candidate.name]}")
             if valid:

@@ -386,12 +386,13 @@ def test_names_taken_first_by_directory_order(tmp_path, programs):
     write(programs, "both.bpf.o", "not an object: never opened")
     write(programs, "tcp6.bpf.c", hello_program("tcp6", "not the built-in"))
     write(programs, ".hidden.bpf.c", hello_program("hidden", "hidden"))
+    write(programs, "-rf.bpf.c", hello_program("rf", "rf"))
     with dropin_daemon(tmp_path, programs, second) as daemon:
         m = daemon.mountpoint
         assert (m / "twice").read_text() == "from the first directory\n"
         assert (m / "both").read_text() == "from the source\n"
         assert (m / "tcp6").read_text().startswith("  sl  local_address")
-        assert ".hidden" not in os.listdir(m)
+        assert ".hidden" not in os.listdir(m) and "-rf" not in os.listdir(m)
         text = (m / STATUS).read_text()
         log = daemon.log()
     for loser, winner in ((second / "twice.bpf.c", programs / "twice.bpf.c"),
@@ -399,7 +400,8 @@ def test_names_taken_first_by_directory_order(tmp_path, programs):
                           (programs / "tcp6.bpf.c", ROOT / "build/progs/tcp6.bpf.o")):
         assert f" {loser}\n  reason: name taken by {winner}\n" in text, text
         assert f"skipped: name taken by {winner}" in log
-    assert f" {programs / '.hidden.bpf.c'}\n  reason: a view's name is" in text
+    for refused in (".hidden.bpf.c", "-rf.bpf.c"):
+        assert f" {programs / refused}\n  reason: a view's name is" in text
 
 
 def test_untrusted_directories_and_files_are_refused(tmp_path, programs):
