@@ -27,8 +27,9 @@ TEST_PROGRAMS := $(patsubst tests/progs/%.bpf.c,$(BUILD)/tests/%.bpf.o,\
 	$(wildcard tests/progs/*.bpf.c))
 
 # make install: under $(DESTDIR)$(PREFIX), a virtual environment with iterfs in
-# lib/iterfs/venv, the compiled views in lib/iterfs/progs, the command
-# sbin/iterfs and the systemd unit lib/systemd/system/iterfs.service.
+# lib/iterfs/venv, the compiled views in lib/iterfs/progs, the headers views of
+# one's own may include in lib/iterfs/include, the command sbin/iterfs and the
+# systemd unit lib/systemd/system/iterfs.service.
 PREFIX ?= /usr/local
 DESTDIR ?=
 LIBDIR := $(PREFIX)/lib/iterfs
@@ -111,10 +112,11 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 # with DESTDIR runs from where it lies too. Debian's python3 makes the venv:
 # a service must not depend on an interpreter from someone's PATH.
 install: setup
-	install -d $(DESTDIR)$(LIBDIR)/progs $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(UNITDIR) \
-		$(DESTDIR)$(PREFIX)/share/doc/iterfs
-	rm -f $(DESTDIR)$(LIBDIR)/progs/*.bpf.o
+	install -d $(DESTDIR)$(LIBDIR)/progs $(DESTDIR)$(LIBDIR)/include $(DESTDIR)$(PREFIX)/sbin \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/doc/iterfs
+	rm -f $(DESTDIR)$(LIBDIR)/progs/*.bpf.o $(DESTDIR)$(LIBDIR)/include/*.h
 	install -m 0644 $(PROGRAMS) $(DESTDIR)$(LIBDIR)/progs/
+	install -m 0644 $(wildcard progs/*.h) $(DESTDIR)$(LIBDIR)/include/
 	[ -x $(DESTDIR)$(LIBDIR)/venv/bin/python ] || /usr/bin/python3 -m venv $(DESTDIR)$(LIBDIR)/venv
 	@source=$$(mktemp -d) && trap 'rm -rf "$$source"' EXIT && \
 		cp -r pyproject.toml README.md iterfs "$$source" && \
@@ -125,7 +127,7 @@ install: setup
 			"$$source"
 	printf '%s\n' '#!/bin/sh' '# iterfs MOUNTPOINT [mount.py options]: mount BPF iterators as files.' \
 		'lib="$$(dirname "$$(readlink -f "$$0")")/../lib/iterfs"' \
-		'exec "$$lib/venv/bin/python" -m iterfs --objects "$$lib/progs" "$$@"' \
+		'exec "$$lib/venv/bin/python" -m iterfs --objects "$$lib/progs" --headers "$$lib/include" "$$@"' \
 		> $(DESTDIR)$(PREFIX)/sbin/iterfs
 	chmod 0755 $(DESTDIR)$(PREFIX)/sbin/iterfs
 	sed 's|/usr/local|$(PREFIX)|g' systemd/iterfs.service > $(DESTDIR)$(UNITDIR)/iterfs.service

@@ -10,13 +10,15 @@ Each is a context manager and none relies on garbage collection to release its f
                 text = stream.read()
 """
 
+import dataclasses
+import enum
 import errno
 import io
 import logging
 import os
 import threading
 
-from .libbpf import LIBBPF_DEBUG, LIBBPF_INFO, LIBBPF_WARN, ffi, lib, libc
+from .libbpf import BTF_KIND_FUNC, LIBBPF_DEBUG, LIBBPF_INFO, LIBBPF_WARN, ffi, lib, libc
 
 log = logging.getLogger("iterfs.libbpf")
 
@@ -51,28 +53,28 @@ def _error(step, code, detail=None):
 
 
 # libbpf reports through one process-wide print callback. Its warnings go to the
-# log, and while a thread opens or loads an object they are also kept so that the
-# error raised can say what libbpf said.
+# log, and while a thread opens or loads an object everything it says is also kept
+# so that the error raised can say what libbpf said: some refusals (an ELF section
+# it cannot size, in 1.1) are only ever said at debug level.
 _capture = threading.local()
 
 
 @ffi.callback("int(int, const char *, void *)")
 def _print(level, fmt, args):
     try:
-        wanted = log.isEnabledFor(logging.DEBUG) or level == LIBBPF_WARN
+        messages = getattr(_capture, "messages", None)
+        wanted = (log.isEnabledFor(logging.DEBUG) or level == LIBBPF_WARN
+                  or messages is not None)
         if not wanted:
             return 0
         buf = ffi.new("char[]", 4096)
         libc.vsnprintf(buf, len(buf), fmt, args)
         message = ffi.string(buf).decode(errors="replace").rstrip()
-        if level == LIBBPF_WARN:
-            warnings = getattr(_capture, "warnings", None)
-            if warnings is not None:
-                warnings.append(message)
-                log.debug("%s", message)
-            else:
-                log.warning("%s", message)
-        elif level in (LIBBPF_INFO, LIBBPF_DEBUG):
+        if messages is not None:
+            messages.append((level, message))
+        if level == LIBBPF_WARN and messages is None:
+            log.warning("%s", message)
+        elif level in (LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG):
             log.debug("%s", message)
     except Exception:  # a callback from C must never raise
         pass
@@ -84,15 +86,18 @@ lib.libbpf_set_print(_print)
 
 class _CapturedWarnings:
     def __enter__(self):
-        _capture.warnings = []
-        return _capture.warnings
+        _capture.messages = []
+        return _capture.messages
 
     def __exit__(self, *exc):
-        _capture.warnings = None
+        _capture.messages = None
 
 
-def _last_warning(warnings):
-    return warnings[-1].splitlines()[-1] if warnings else None
+def _last_warning(messages):
+    """What libbpf said last before failing: its last warning, else its last word."""
+    warnings = [message for level, message in messages if level == LIBBPF_WARN]
+    said = warnings or [message for _, message in messages]
+    return said[-1].splitlines()[-1] if said else None
 
 
 class Object:
@@ -189,11 +194,14 @@ class Program:
     def fd(self):
         return lib.bpf_program__fd(self._prog)
 
-    def attach_iterator(self, *, pid=None, tid=None):
+    def attach_iterator(self, *, pid=None, tid=None, map_id=None):
         """Attach as an iterator. `pid` limits a task iterator to one process,
-        `tid` to one thread; with neither it walks every object of its target."""
-        if pid is not None and tid is not None:
-            raise ValueError("give pid or tid, not both")
+        `tid` to one thread; `map_id` names the map a map iterator walks; with
+        none of them it walks every object of its target."""
+        if sum(x is not None for x in (pid, tid, map_id)) > 1:
+            raise ValueError("give one of pid, tid and map_id")
+        if map_id is not None:
+            return self._attach_to_map(map_id)
         opts = ffi.NULL
         if pid is not None or tid is not None:
             link_info = ffi.new("union bpf_iter_link_info *")
@@ -201,14 +209,34 @@ class Program:
                 link_info.task.pid = pid
             else:
                 link_info.task.tid = tid
-            opts = ffi.new("struct bpf_iter_attach_opts *")
-            opts.sz = ffi.sizeof("struct bpf_iter_attach_opts")
-            opts.link_info = link_info
-            opts.link_info_len = ffi.sizeof(link_info[0])
+            opts = _iterator_options(link_info)
+        return self._attach(opts, f"attach iterator {self.name}")
+
+    def _attach_to_map(self, map_id):
+        # The link holds the map once attached: the fd is only needed to name it.
+        map_fd = _map_fd(map_id)
+        try:
+            link_info = ffi.new("union bpf_iter_link_info *")
+            link_info.map.map_fd = map_fd
+            return self._attach(_iterator_options(link_info),
+                                f"attach iterator {self.name} to map {map_id}")
+        finally:
+            os.close(map_fd)
+
+    def _attach(self, opts, step):
         link = lib.bpf_program__attach_iter(self._prog, opts)
         if link == ffi.NULL:
-            raise _error(f"attach iterator {self.name}", ffi.errno or errno.EINVAL)
+            raise _error(step, ffi.errno or errno.EINVAL)
         return Link(link, self)
+
+
+def _iterator_options(link_info):
+    """Options pointing at `link_info`, which the caller keeps alive until attached."""
+    opts = ffi.new("struct bpf_iter_attach_opts *")
+    opts.sz = ffi.sizeof("struct bpf_iter_attach_opts")
+    opts.link_info = link_info
+    opts.link_info_len = ffi.sizeof(link_info[0])
+    return opts
 
 
 class Link:
@@ -288,3 +316,110 @@ class IteratorStream(io.RawIOBase):
                 os.close(self._fd)
             finally:
                 super().close()
+
+
+# -- maps and iterator targets -------------------------------------------------
+
+
+class MapType(enum.IntEnum):
+    """enum bpf_map_type, the kinds the map iterators attach to (uapi: stable)."""
+    HASH = 1
+    ARRAY = 2
+    PERCPU_HASH = 5
+    PERCPU_ARRAY = 6
+    LRU_HASH = 9
+    LRU_PERCPU_HASH = 10
+    SOCKMAP = 15
+    SOCKHASH = 18
+    SK_STORAGE = 24
+
+
+@dataclasses.dataclass(frozen=True)
+class MapInfo:
+    id: int
+    type: int
+    key_size: int
+    value_size: int
+    name: str
+
+    @property
+    def type_name(self):
+        try:
+            return MapType(self.type).name.lower()
+        except ValueError:
+            return f"type {self.type}"
+
+
+def _map_fd(map_id):
+    fd = lib.bpf_map_get_fd_by_id(map_id)
+    if fd < 0:
+        raise _error(f"open map {map_id}", -fd)
+    return fd
+
+
+def map_info(map_id):
+    """What the kernel says of map `map_id`; BpfError (ENOENT) if there is none."""
+    fd = _map_fd(map_id)
+    try:
+        info = ffi.new("struct bpf_map_info *")
+        size = ffi.new("uint32_t *", ffi.sizeof(info[0]))
+        if lib.bpf_obj_get_info_by_fd(fd, info, size) < 0:
+            raise _error(f"map {map_id} info", ffi.errno or errno.EINVAL)
+        return MapInfo(info.id, info.type, info.key_size, info.value_size,
+                       ffi.string(info.name).decode(errors="replace"))
+    finally:
+        os.close(fd)
+
+
+def map_ids():
+    """The id of every map loaded, in ascending order."""
+    ids = []
+    next_id = ffi.new("uint32_t *")
+    while lib.bpf_map_get_next_id(ids[-1] if ids else 0, next_id) == 0:
+        ids.append(next_id[0])
+    return ids
+
+
+class KernelTargets:
+    """The iterator targets the running kernel registers. Each has a function
+    bpf_iter_<target> in the kernel's BTF (or a module's), which libbpf looks
+    up to load the program: a target missing there can never be loaded."""
+
+    def __init__(self):
+        self._vmlinux = lib.btf__load_vmlinux_btf()
+        if self._vmlinux == ffi.NULL:
+            self._vmlinux = None
+            raise _error("load the kernel's BTF", ffi.errno or errno.ENOENT)
+
+    def __contains__(self, target):
+        name = f"bpf_iter_{target}".encode()
+        if lib.btf__find_by_name_kind(self._vmlinux, name, BTF_KIND_FUNC) > 0:
+            return True
+        return any(self._in_module(module, name) for module in _btf_modules())
+
+    def _in_module(self, module, name):
+        btf = lib.btf__load_module_btf(module.encode(), self._vmlinux)
+        if btf == ffi.NULL:
+            return False
+        try:
+            return lib.btf__find_by_name_kind(btf, name, BTF_KIND_FUNC) > 0
+        finally:
+            lib.btf__free(btf)
+
+    def close(self):
+        if self._vmlinux is not None:
+            lib.btf__free(self._vmlinux)
+            self._vmlinux = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _btf_modules():
+    try:
+        return sorted(name for name in os.listdir("/sys/kernel/btf") if name != "vmlinux")
+    except FileNotFoundError:
+        return []

@@ -1,4 +1,5 @@
-"""The daemon: check the machine, load the views, mount, serve until told to stop."""
+"""The daemon: check the machine, load the views, mount, serve until told to stop;
+rescan the program directories on SIGHUP."""
 
 import argparse
 import ctypes
@@ -17,12 +18,18 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from .compiler import Compiler
+from .directories import ProgramDirectory
 from .fs import MAX_OPEN_PER_UID, IterFS
-from .views import ViewSet
+from .views import ViewTable
 
 log = logging.getLogger("iterfs")
 
-DEFAULT_OBJECTS = Path(__file__).resolve().parent.parent / "build" / "progs"
+SOURCE_TREE = Path(__file__).resolve().parent.parent
+DEFAULT_OBJECTS = SOURCE_TREE / "build" / "progs"
+DEFAULT_HEADERS = SOURCE_TREE / "progs"
+SYSTEM_PROGRAMS = Path("/etc/iterfs/progs.d")
+DEFAULT_CACHE = Path("/var/cache/iterfs")
 MOUNT_OPTIONS = ("fsname=iterfs", "subtype=iterfs", "ro", "nosuid", "nodev", "noexec")
 CAPABILITIES = {"CAP_SYS_ADMIN": 21, "CAP_BPF": 39}
 # --allow-other: a reader's iterator is created under the reader's uid and gid.
@@ -49,6 +56,14 @@ def parse_arguments(argv):
                         help="let every user read, with /proc's rules (default: root only)")
     parser.add_argument("--max-open-per-uid", type=int, default=MAX_OPEN_PER_UID, metavar="N",
                         help="iterators one uid may hold open at once (default: %(default)s)")
+    parser.add_argument("--progs", type=Path, action="append", default=[], metavar="DIR",
+                        help="a directory of views of your own, *.bpf.c and *.bpf.o, after "
+                        f"the built-in ones and {SYSTEM_PROGRAMS} (repeatable)")
+    parser.add_argument("--headers", type=Path, default=DEFAULT_HEADERS, metavar="DIR",
+                        help="where iterfs.h and the views' other headers are, for "
+                        "compiling *.bpf.c (default: %(default)s)")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, metavar="DIR",
+                        help="where compiled *.bpf.c are kept (default: %(default)s)")
     parser.add_argument("--debug", action="store_true", help="log every request")
     return parser.parse_args(argv)
 
@@ -69,7 +84,7 @@ def effective_capabilities():
     return 0
 
 
-def check_environment(mountpoint, objects, allow_other=False):
+def check_environment(mountpoint, objects, progs=(), allow_other=False):
     if os.geteuid() != 0:
         raise SetupError(f"must run as root (effective uid is {os.geteuid()})")
     with open("/proc/sys/kernel/cap_last_cap") as f:
@@ -90,6 +105,9 @@ def check_environment(mountpoint, objects, allow_other=False):
         raise SetupError(f"mount point {mountpoint} is not a directory")
     if not objects.is_dir() or not any(objects.glob("*.bpf.o")):
         raise SetupError(f"no compiled views (*.bpf.o) in {objects}: run `make setup`")
+    for directory in progs:
+        if not directory.is_dir():
+            raise SetupError(f"program directory {directory} is not a directory")
 
 
 def usable_mountpoint(mountpoint):
@@ -164,9 +182,10 @@ async def announce_ready():
     notify_ready()
 
 
-async def serve():
+async def serve(views, fs):
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(stop_on_signal, nursery.cancel_scope)
+        await nursery.start(stop_on_signal, nursery.cancel_scope)
+        await nursery.start(reload_on_hangup, views, fs)
         # Runs once pyfuse3.main() below has started its workers: requests are
         # being answered by the time systemd hears that the mount is ready.
         nursery.start_soon(announce_ready)
@@ -174,10 +193,31 @@ async def serve():
         nursery.cancel_scope.cancel()
 
 
-async def stop_on_signal(scope):
+async def reload_on_hangup(views, fs, task_status=trio.TASK_STATUS_IGNORED):
+    """SIGHUP (systemctl reload) rescans the program directories. Compiling and
+    loading happen in a worker thread while requests are answered; the new table
+    replaces the old one between two requests."""
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        task_status.started()
+        async for _ in signals:
+            log.info("SIGHUP: rescanning the program directories")
+            try:
+                # Abandoned at unmount: the scan changes nothing the daemon serves.
+                scan = await trio.to_thread.run_sync(views.scan, abandon_on_cancel=True)
+            except Exception as error:
+                log.error("reload failed, serving the views as they were: %s: %s",
+                          type(error).__name__, error)
+                continue
+            changed = views.apply(scan)
+            await fs.forget_views(changed)
+            log.info("reloaded: %d views served", len(views.serving()))
+
+
+async def stop_on_signal(scope, task_status=trio.TASK_STATUS_IGNORED):
     """The first signal lets requests in progress finish, for SHUTDOWN_GRACE
     seconds at most; a second one cancels them at once."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for signum in signals:
             if scope.deadline == float("inf"):
                 log.info("%s: unmounting", signal.Signals(signum).name)
@@ -195,17 +235,28 @@ def main(argv=None):
     faulthandler.enable()
     mountpoint = os.path.abspath(args.mountpoint)
     try:
-        check_environment(mountpoint, args.objects, args.allow_other)
+        check_environment(mountpoint, args.objects, args.progs, args.allow_other)
     except SetupError as error:
         print(f"iterfs: {error}", file=sys.stderr)
         return EXIT_USAGE
     raise_fd_limit()
+    # Until the daemon listens for it, a SIGHUP must not kill it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
-    with ViewSet(args.objects) as views:
-        if not views.views:
+    directories = [ProgramDirectory(os.path.abspath(args.objects)),
+                   ProgramDirectory(str(SYSTEM_PROGRAMS), optional=True),
+                   *(ProgramDirectory(os.path.abspath(p)) for p in args.progs)]
+    compiler = Compiler(os.path.abspath(args.headers), os.path.abspath(args.cache))
+    with ViewTable(directories, compiler) as views:
+        try:
+            views.reload()
+        except OSError as error:        # no kernel BTF: no view could load
+            print(f"iterfs: {error.strerror or error}", file=sys.stderr)
+            return 1
+        if not views.serving():
             print(f"iterfs: no view in {args.objects} could be loaded", file=sys.stderr)
             return 1
-        fs = IterFS(views.views, max_open_per_uid=args.max_open_per_uid)
+        fs = IterFS(views, max_open_per_uid=args.max_open_per_uid)
         options = set(pyfuse3.default_options) | set(MOUNT_OPTIONS) | set(args.options)
         if args.allow_other:
             options.add("allow_other")
@@ -216,9 +267,9 @@ def main(argv=None):
         except RuntimeError as error:
             print(f"iterfs: cannot mount {mountpoint}: {error}", file=sys.stderr)
             return 1
-        log.info("mounted %s: %s", mountpoint, ", ".join(v.name for v in views.views))
+        log.info("mounted %s: %s", mountpoint, ", ".join(v.name for v in views.serving()))
         try:
-            trio.run(serve)
+            trio.run(serve, views, fs)
         finally:
             fs.close_all()
             pyfuse3.close(unmount=True)

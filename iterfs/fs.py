@@ -5,9 +5,14 @@
     /<view>/              a directory for a task view: self, all, one file per process
     /<view>/<pid>         open() attaches with linfo.task.pid (tid for a thread)
     /<view>/all           open() attaches with no linfo: every task
+    /<view>/              a directory for a map view: one file per map it can walk
+    /<view>/<map id>      open() attaches with linfo.map.map_fd
+    /.status              what became of each program file (views.StatusFile)
 
-Inode numbers are computed, never stored: view i is 2 + i; the file for key k (a
-pid, SELF or ALL) in view i is (i + 1) << 32 | k. Only open files keep state.
+Inode numbers are computed, never stored: view number n (views.ViewTable: never
+reused, so an inode stays one program's across reloads) is 2 + n; the file for key
+k (a pid, SELF, ALL or a map id) in view n is (n + 1) << 32 | k. Only open files
+keep state.
 """
 
 import collections
@@ -32,9 +37,11 @@ FIRST_VIEW_INODE = 2
 SELF = 0xFFFF_FFFF
 ALL = 0xFFFF_FFFE
 NAMED = {b"self": SELF, b"all": ALL}
+MAX_MAP_ID = 0x7FFF_FFFF     # the kernel numbers maps from 1 to INT_MAX
 KEY_NAMES = {SELF: "self", ALL: "all"}
 
-# Views only change when the daemon restarts; a process can exit at any time.
+# Views change only at a reload, which makes the kernel forget those that changed;
+# a process can exit at any time.
 VIEW_TIMEOUT = 60.0
 PROCESS_TIMEOUT = 1.0
 # Threads that read iterator fds: a read blocks while the kernel runs the program.
@@ -103,10 +110,9 @@ class Listing:
 class IterFS(pyfuse3.Operations):
     def __init__(self, views, *, max_open_per_uid=MAX_OPEN_PER_UID):
         super().__init__()
-        self.views = list(views)
+        self.views = views      # a views.ViewTable: number -> view, replaced at reloads
         self.max_open_per_uid = max_open_per_uid
         self._open_by_uid = collections.Counter()
-        self._by_name = {v.name.encode(): i for i, v in enumerate(self.views)}
         self._pid_max = processes.read_pid_max()
         self._mounted_ns = time.time_ns()
         self._open = {}
@@ -128,11 +134,11 @@ class IterFS(pyfuse3.Operations):
             return None, None
         if inode < 1 << 32:
             index = inode - FIRST_VIEW_INODE
-            if 0 <= index < len(self.views):
+            if index in self.views:
                 return index, None
         else:
             index, key = (inode >> 32) - 1, inode & 0xFFFF_FFFF
-            if index < len(self.views) and self.views[index].per_process:
+            if index in self.views and self.views[index].is_directory:
                 return index, key
         raise pyfuse3.FUSEError(errno.ENOENT)
 
@@ -151,24 +157,29 @@ class IterFS(pyfuse3.Operations):
 
     def _root_attributes(self):
         attr = self._attributes(ROOT_INODE, stat.S_IFDIR | 0o555, VIEW_TIMEOUT)
-        attr.st_nlink = 2 + sum(v.per_process for v in self.views)
+        attr.st_nlink = 2 + sum(v.is_directory for v in self.views.values())
         return attr
 
     def _view_attributes(self, index):
-        mode = stat.S_IFDIR | 0o555 if self.views[index].per_process else stat.S_IFREG | 0o444
+        mode = stat.S_IFDIR | 0o555 if self.views[index].is_directory else stat.S_IFREG | 0o444
         return self._attributes(self._view_inode(index), mode, VIEW_TIMEOUT)
 
     def _entry_attributes(self, index, key):
         """As /proc: a process's file belongs to it (to root while it is not
         dumpable); the private views' are its owner's alone, and their `all`
-        root's. ProcessLookupError if the process is gone."""
-        private = self.views[index].private
-        if key == SELF:
+        root's. A map's elements are root's alone, as bpftool needs root to
+        dump them. ENOENT (ProcessLookupError) if the process or map is gone."""
+        view = self.views[index]
+        if view.per_map:
+            if not view.has_map(key):
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            mode, owner = OWNER_ONLY, (0, 0)
+        elif key == SELF:
             mode, owner = WORLD_READABLE, (0, 0)     # each reader's own process
         elif key == ALL:
-            mode, owner = OWNER_ONLY if private else WORLD_READABLE, (0, 0)
+            mode, owner = OWNER_ONLY if view.private else WORLD_READABLE, (0, 0)
         else:
-            mode, owner = OWNER_ONLY if private else WORLD_READABLE, processes.owner(key)
+            mode, owner = OWNER_ONLY if view.private else WORLD_READABLE, processes.owner(key)
         return self._attributes(self._entry_inode(index, key), mode, PROCESS_TIMEOUT, owner)
 
     # -- lookups ----------------------------------------------------------
@@ -177,12 +188,12 @@ class IterFS(pyfuse3.Operations):
     async def lookup(self, parent_inode, name, ctx=None):
         index, key = self._resolve(parent_inode)
         if index is None:
-            if name in self._by_name:
-                return self._view_attributes(self._by_name[name])
+            if self.views.number(name) is not None:
+                return self._view_attributes(self.views.number(name))
             raise pyfuse3.FUSEError(errno.ENOENT)
-        if key is not None or not self.views[index].per_process:
+        if key is not None or not self.views[index].is_directory:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        key = NAMED.get(name) or processes.parse_pid(name, self._pid_max)
+        key = self._entry_key(index, name)
         if key is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return self._entry_attributes(index, key)
@@ -200,8 +211,11 @@ class IterFS(pyfuse3.Operations):
     async def opendir(self, inode, ctx):
         index, key = self._resolve(inode)
         if index is None:
-            listing = Listing([v.name.encode() for v in self.views],
-                              [self._view_attributes(i) for i in range(len(self.views))])
+            listing = Listing([v.name.encode() for v in self.views.values()],
+                              [self._view_attributes(i) for i in self.views])
+        elif key is None and self.views[index].per_map:
+            entries = self._map_entries(index)
+            listing = Listing([name for name, _ in entries], [attr for _, attr in entries])
         elif key is None and self.views[index].per_process:
             listing = Listing(list(NAMED) + processes.live_processes(),
                               [self._entry_attributes(index, key) for key in NAMED.values()],
@@ -232,7 +246,7 @@ class IterFS(pyfuse3.Operations):
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & (os.O_TRUNC | os.O_CREAT):
             raise pyfuse3.FUSEError(errno.EROFS)
         index, key = self._resolve(inode)
-        if index is None or (key is None and self.views[index].per_process):
+        if index is None or (key is None and self.views[index].is_directory):
             raise pyfuse3.FUSEError(errno.EISDIR)
         view = self.views[index]
         name = view.name if key is None else f"{view.name}/{KEY_NAMES.get(key, key)}"
@@ -242,6 +256,8 @@ class IterFS(pyfuse3.Operations):
         try:
             if key is None or key == ALL:
                 link = view.attach()
+            elif view.per_map:
+                link = view.attach(map_id=key)
             else:
                 link = self._attach_process(view, ctx.pid if key == SELF else key, key == SELF)
         except OSError as error:
@@ -278,9 +294,9 @@ class IterFS(pyfuse3.Operations):
         ptrace-read it. The kernel has checked owner and mode already (mount
         option default_permissions), from attributes up to PROCESS_TIMEOUT old;
         this checks the process as it is now."""
-        if not view.private or key == SELF or ctx.uid == 0:
+        if ctx.uid == 0 or not (view.private or view.per_map) or key == SELF:
             return
-        if key == ALL or not processes.may_read(key, ctx.uid, ctx.gid):
+        if view.per_map or key == ALL or not processes.may_read(key, ctx.uid, ctx.gid):
             raise pyfuse3.FUSEError(errno.EACCES)
 
     def _attach_process(self, view, task_id, whole_process):
@@ -289,6 +305,34 @@ class IterFS(pyfuse3.Operations):
         if whole_process or tgid == task_id:
             return view.attach(pid=tgid)
         return view.attach(tid=task_id)
+
+    # -- map views and reloads ----------------------------------------------
+
+    def _entry_key(self, index, name):
+        """The key a name in a directory view stands for, or None."""
+        if self.views[index].per_map:
+            return processes.parse_id(name, MAX_MAP_ID)
+        return NAMED.get(name) or processes.parse_pid(name, self._pid_max)
+
+    def _map_entries(self, index):
+        return [(str(map_id).encode(), self._entry_attributes(index, map_id))
+                for map_id in self.views[index].map_ids()]
+
+    async def forget_views(self, names):
+        """After a reload: make the kernel drop what it cached of views that are
+        new, replaced or gone, so that the next lookup asks again (dropping a
+        directory's entry drops the entries under it). Done when it returns."""
+        # The kernel may wait for a request of this loop's: from another thread.
+        await trio.to_thread.run_sync(self._forget_views, names)
+
+    def _forget_views(self, names):
+        for name in names:
+            try:
+                pyfuse3.invalidate_entry(ROOT_INODE, name.encode())
+            except FileNotFoundError:
+                pass        # not in the kernel's cache
+        # The root's link count counts the directory views.
+        pyfuse3.invalidate_inode(ROOT_INODE, attr_only=True)
 
     @fuse_operation
     async def read(self, fh, off, size):

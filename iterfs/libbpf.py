@@ -12,6 +12,7 @@ ffi.cdef("""
     struct bpf_object;
     struct bpf_program;
     struct bpf_link;
+    struct btf;
 
     /* include/uapi/linux/bpf.h */
     union bpf_iter_link_info {
@@ -28,6 +29,18 @@ ffi.cdef("""
             uint32_t pid;
             uint32_t pid_fd;
         } task;
+    };
+
+    /* include/uapi/linux/bpf.h: the leading fields only; the kernel fills what
+       the caller's info_len has room for. */
+    struct bpf_map_info {
+        uint32_t type;
+        uint32_t id;
+        uint32_t key_size;
+        uint32_t value_size;
+        uint32_t max_entries;
+        uint32_t map_flags;
+        char name[16];
     };
 
     /* libbpf.h */
@@ -57,6 +70,16 @@ ffi.cdef("""
 
     /* bpf.h */
     int bpf_iter_create(int link_fd);
+    int bpf_map_get_next_id(uint32_t start_id, uint32_t *next_id);
+    int bpf_map_get_fd_by_id(uint32_t id);
+    int bpf_obj_get_info_by_fd(int bpf_fd, void *info, uint32_t *info_len);
+
+    /* btf.h */
+    struct btf *btf__load_vmlinux_btf(void);
+    struct btf *btf__load_module_btf(const char *module_name, struct btf *vmlinux_btf);
+    int32_t btf__find_by_name_kind(const struct btf *btf, const char *type_name,
+                                   uint32_t kind);
+    void btf__free(struct btf *btf);
 
     /* va_list reaches the callback as a pointer on x86-64 and arm64 alike. */
     typedef int (*libbpf_print_fn_t)(int level, const char *format, void *args);
@@ -72,3 +95,4 @@ lib = ffi.dlopen("libbpf.so.1")
 libc = ffi.dlopen(None)
 
 LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
+BTF_KIND_FUNC = 12

@@ -17,10 +17,15 @@ def read_pid_max():
 
 def parse_pid(name, pid_max):
     """The pid a directory entry name stands for, or None if it names none."""
+    return parse_id(name, pid_max)
+
+
+def parse_id(name, maximum):
+    """The id (pid, map id) a name stands for, as /proc names pids; or None."""
     if not _PID_NAME.match(name):
         return None
-    pid = int(name)
-    return pid if pid <= pid_max else None
+    number = int(name)
+    return number if number <= maximum else None
 
 
 def owner(pid):

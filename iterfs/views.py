@@ -1,28 +1,60 @@
-"""Views: the files and directories at the mount's root, one per compiled program.
+"""Views: the files and directories at the mount's root, one per program.
 
-A view is derived from what was built from progs/: `<name>.bpf.o` holding one
-`iter/<target>` program becomes the view `<name>`. Task targets are per-process
-directories, every other target a single file.
+A program file in a program directory (see directories.py) holding one
+`iter/<target>` program becomes a view. Its target decides its shape: task
+targets are per-process directories, map targets directories of the maps they
+can walk, every other target a single file. `.status` says what became of each
+program file.
+
+The table gives each view a number, which the filesystem makes its inode
+numbers from. A number is a view's for the daemon's lifetime and never given to
+another program: a reload keeps the number of a view whose program did not
+change, and gives a new one to a view that is new or whose program changed.
 """
 
+import collections.abc
+import dataclasses
+import errno
+import hashlib
+import io
 import logging
-import os
-from dataclasses import dataclass
 
 from . import bpf
+from .compiler import CompileError
+from .directories import find_programs
+from .trust import UntrustedError
 
 log = logging.getLogger("iterfs.views")
 
 PER_PROCESS_TARGETS = frozenset({"task", "task_file", "task_vma"})
 # What /proc shows only to who may ptrace-read the process: its fds and its maps.
 PRIVATE_TARGETS = frozenset({"task_file", "task_vma"})
-OBJECT_SUFFIX = ".bpf.o"
+# The map types each map target attaches to (kernel/bpf/map_iter.c,
+# net/core/bpf_sk_storage.c, net/core/sock_map.c); the kernel also refuses a
+# map whose keys or values are smaller than what the program reads of them.
+MAP_TARGETS = {
+    "bpf_map_elem": frozenset({bpf.MapType.HASH, bpf.MapType.ARRAY, bpf.MapType.PERCPU_HASH,
+                               bpf.MapType.PERCPU_ARRAY, bpf.MapType.LRU_HASH,
+                               bpf.MapType.LRU_PERCPU_HASH}),
+    "bpf_sk_storage_map": frozenset({bpf.MapType.SK_STORAGE}),
+    "sockmap": frozenset({bpf.MapType.SOCKMAP, bpf.MapType.SOCKHASH}),
+}
+STATUS_NAME = ".status"
+STATUS_NUMBER = 0
+# Lines of a verifier's log that .status and the log show: where it gave up.
+VERIFIER_LINES = 5
 
 
-@dataclass
+class TargetMissing(bpf.BpfError):
+    """The program's iterator target is not in the running kernel."""
+
+
+@dataclasses.dataclass(eq=False)
 class View:
     name: str
     program: bpf.Program
+    source: str         # the file it came from
+    identity: tuple     # what it was built from: the same identity, the same program
 
     @property
     def target(self):
@@ -36,49 +68,276 @@ class View:
     def private(self):
         return self.target in PRIVATE_TARGETS
 
-    def attach(self, *, pid=None, tid=None):
-        return self.program.attach_iterator(pid=pid, tid=tid)
+    @property
+    def per_map(self):
+        return self.target in MAP_TARGETS
 
+    @property
+    def is_directory(self):
+        return self.per_process or self.per_map
 
-class ViewSet:
-    """The views loaded from one directory of objects; closing it unloads them."""
-
-    def __init__(self, directory):
-        self.directory = os.fspath(directory)
-        self.views = []
-        self.skipped = {}
-        self._objects = []
-        for file_name in sorted(os.listdir(self.directory)):
-            if file_name.endswith(OBJECT_SUFFIX):
-                self._load(file_name[:-len(OBJECT_SUFFIX)],
-                           os.path.join(self.directory, file_name))
-
-    def _load(self, name, path):
+    def attach(self, *, pid=None, tid=None, map_id=None):
         try:
-            obj = bpf.load(path)
-        except OSError as error:
-            self.skipped[name] = error
-            log.error("view %s skipped: %s", name, error)
+            return self.program.attach_iterator(pid=pid, tid=tid, map_id=map_id)
+        except bpf.BpfError as error:
+            if map_id is not None and error.errno == errno.EACCES:
+                self._log_refused_map(map_id)
+            raise
+
+    def _log_refused_map(self, map_id):
+        try:
+            info = bpf.map_info(map_id)
+        except OSError:
             return
-        programs = [p for p in obj.programs if p.iterator_target]
-        if len(programs) != 1:
-            obj.close()
-            self.skipped[name] = f"{path} has {len(programs)} iterator programs, not one"
-            log.error("view %s skipped: %s", name, self.skipped[name])
-            return
-        self._objects.append(obj)
-        self.views.append(View(name, programs[0]))
-        log.debug("view %s: program %s, target %s", name, programs[0].name,
-                  programs[0].iterator_target)
+        log.error("view %s: map %d (%s, key_size %d, value_size %d) refused the program: "
+                  "it reads more of a key or value than the map has", self.name, map_id,
+                  info.type_name, info.key_size, info.value_size)
+
+    def map_ids(self):
+        """The maps this view's program can walk: those of a type its target takes."""
+        return [map_id for map_id in bpf.map_ids() if self.has_map(map_id)]
+
+    def has_map(self, map_id):
+        try:
+            return bpf.map_info(map_id).type in MAP_TARGETS[self.target]
+        except OSError:
+            return False        # gone since listed
 
     def close(self):
-        for obj in self._objects:
+        self.program.object.close()
+
+
+class TextLink:
+    """What attaching gives for a file iterfs writes itself: every open()
+    reads the same text from its start, like an iterator's fresh walk."""
+
+    fd = -1
+
+    def __init__(self, text):
+        self._data = text.encode()
+
+    def open(self):
+        return TextStream(self._data)
+
+    def close(self):
+        pass
+
+
+class TextStream(io.BytesIO):
+    def fill(self, size):
+        return self.read(size)
+
+
+class StatusFile:
+    """`.status`: every program file found, what became of it, and why."""
+
+    name = STATUS_NAME
+    target = None
+    per_process = per_map = is_directory = private = False
+
+    def __init__(self, table):
+        self._table = table
+
+    def attach(self, **_):
+        return TextLink(self._table.status_text())
+
+
+@dataclasses.dataclass
+class Entry:
+    """One program file's line in .status."""
+    name: str
+    source: str
+    state: str = "serving"
+    target: str = None
+    reason: str = ""
+    details: list = dataclasses.field(default_factory=list)
+
+    def skip(self, reason, details=()):
+        self.state, self.reason, self.details = "skipped", reason, list(details)
+        suffix = f" [{' | '.join(self.details)}]" if self.details else ""
+        log.error("view %s skipped: %s%s", self.name, reason, suffix)
+
+
+@dataclasses.dataclass
+class Scan:
+    """What the program directories hold now: a line per file, a view per name."""
+    entries: list
+    views: dict
+
+
+class ViewTable(collections.abc.Mapping):
+    """The views served, by number (a Mapping: number -> view), iterated in name
+    order. `.status` is number 0; the programs' views count from 1."""
+
+    def __init__(self, directories, compiler):
+        self.directories = list(directories)
+        self.compiler = compiler
+        self.entries = []
+        self._views = {STATUS_NUMBER: StatusFile(self)}
+        self._numbers = {STATUS_NAME.encode(): STATUS_NUMBER}
+        self._next_number = STATUS_NUMBER + 1
+
+    def __getitem__(self, number):
+        return self._views[number]
+
+    def __iter__(self):
+        return iter(sorted(self._views, key=lambda number: self._views[number].name))
+
+    def __len__(self):
+        return len(self._views)
+
+    def number(self, name):
+        """The number of the view called `name` (bytes), or None."""
+        return self._numbers.get(name)
+
+    def serving(self):
+        return [self._views[number] for number in self if number != STATUS_NUMBER]
+
+    # -- scanning: in a worker thread, changing nothing that requests read ----
+
+    def scan(self):
+        """Find, compile and load what the program directories hold now. Views
+        whose program did not change are the ones served now, not loaded again."""
+        current = {view.name: view for view in self.serving()}
+        scan = Scan([], {})
+        try:
+            with bpf.KernelTargets() as targets:
+                for candidate in find_programs(self.directories):
+                    self._scan_one(candidate, current.get(candidate.name), targets, scan)
+        except BaseException:
+            self._close_new(scan, current)
+            raise
+        return scan
+
+    def _scan_one(self, candidate, current, targets, scan):
+        entry = Entry(candidate.name, candidate.path)
+        scan.entries.append(entry)
+        if candidate.refused:
+            entry.skip(candidate.refused)
+            return
+        try:
+            view = self._view(candidate, current, targets, entry)
+        except CompileError as error:
+            entry.skip(error.strerror, error.details)
+        except bpf.VerifierError as error:
+            entry.skip(error.strerror, _log_tail(error.log))
+        except UntrustedError as error:         # a header it includes
+            entry.skip(f"refused: {error.strerror}")
+        except OSError as error:
+            entry.skip(error.strerror or str(error))
+        except Exception as error:              # one program's, not the others'
+            entry.skip(f"{type(error).__name__}: {error}")
+        else:
+            entry.target = view.target
+            scan.views[candidate.name] = view
+
+    def _view(self, candidate, current, targets, entry):
+        if candidate.is_source:
+            path = str(self.compiler.compile(candidate.path))
+            identity = (candidate.path, path)       # the object's path holds its key
+        else:
+            path = candidate.path
+            identity = (candidate.path, _file_sha256(path))
+        if current is not None and current.identity == identity:
+            return current
+        obj = bpf.Object(path)
+        try:
+            program = _iterator_program(obj, candidate.path)
+            entry.target = program.iterator_target
+            if program.iterator_target not in targets:
+                raise TargetMissing(errno.ENOENT, f"iterator target {entry.target} is not "
+                                    f"in this kernel (no bpf_iter_{entry.target} in its BTF)")
+            obj.load()
+        except BaseException:
             obj.close()
-        self._objects = []
-        self.views = []
+            raise
+        log.debug("view %s: program %s, target %s, from %s", candidate.name, program.name,
+                  entry.target, candidate.path)
+        return View(candidate.name, program, candidate.path, identity)
+
+    def _close_new(self, scan, current):
+        for view in scan.views.values():
+            if current.get(view.name) is not view:
+                view.close()
+
+    # -- applying: in the event loop, between requests --------------------
+
+    def apply(self, scan):
+        """Serve what `scan` found. The names of views added, replaced or gone are
+        returned, for the filesystem to make the kernel forget them; programs no
+        longer served are closed (a file open on one keeps it: its link holds it)."""
+        old = {view.name: number for number, view in self._views.items()
+               if number != STATUS_NUMBER}
+        views = {STATUS_NUMBER: self._views[STATUS_NUMBER]}
+        added, replaced = [], []
+        for name, view in scan.views.items():
+            number = old.get(name)
+            if number is None or self._views[number] is not view:
+                (added if number is None else replaced).append(name)
+                number = self._next_number
+                self._next_number += 1
+            views[number] = view
+        removed = sorted(set(old) - set(scan.views))
+        retired = [self._views[number] for name, number in old.items()
+                   if views.get(number) is not self._views[number]]
+        self._views = views
+        self._numbers = {view.name.encode(): number for number, view in views.items()}
+        self.entries = sorted(scan.entries, key=lambda entry: entry.name)
+        for view in retired:
+            view.close()
+        if added or replaced or removed:
+            log.info("views: %s", "; ".join(
+                f"{what} {', '.join(names)}" for what, names in
+                (("added", added), ("replaced", replaced), ("removed", removed)) if names))
+        return sorted(added + replaced + removed)
+
+    def reload(self):
+        """Scan and apply at once (at start, before anything is served)."""
+        return self.apply(self.scan())
+
+    def status_text(self):
+        rows = [("view", "state", "target", "source")]
+        rows += [(e.name, e.state, e.target or "-", _printable(e.source)) for e in self.entries]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        lines = []
+        for row, entry in zip(rows, [None, *self.entries]):
+            lines.append(" ".join(f"{cell:<{width}}" for cell, width in zip(row, widths))
+                         + " " + row[3])
+            if entry is not None and entry.reason:
+                lines.append(f"  reason: {_printable(entry.reason)}")
+                lines += [f"  | {_printable(line)}" for line in entry.details]
+        return "".join(line + "\n" for line in lines)
+
+    def close(self):
+        for view in self.serving():
+            view.close()
+        self._views = {STATUS_NUMBER: self._views[STATUS_NUMBER]}
+        self._numbers = {STATUS_NAME.encode(): STATUS_NUMBER}
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _iterator_program(obj, path):
+    programs = [p for p in obj.programs if p.iterator_target]
+    if len(programs) != 1:
+        raise bpf.BpfError(errno.EINVAL, f"{path} has {len(programs)} iterator programs, "
+                                         "not one")
+    return programs[0]
+
+
+def _log_tail(verifier_log):
+    return [line for line in verifier_log.rstrip().splitlines() if line][-VERIFIER_LINES:]
+
+
+def _file_sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _printable(text):
+    """One line whatever a path or a message holds: control characters as \\ooo."""
+    return "".join(c if c.isprintable() else f"\\{ord(c):03o}" for c in str(text))

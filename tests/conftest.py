@@ -15,6 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 OBJECTS = ROOT / "build" / "progs"
 VIEWS = sorted(p.name[:-len(".bpf.c")] for p in (ROOT / "progs").glob("*.bpf.c"))
+STATUS = ".status"
+# What the mount's root lists: the views and the status file.
+ROOT_ENTRIES = sorted([*VIEWS, STATUS])
 TEST_OBJECTS = ROOT / "build" / "tests"
 MOUNT_PY = ROOT / "mount.py"
 MOUNT_TIMEOUT = 30

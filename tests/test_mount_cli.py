@@ -45,6 +45,12 @@ def test_no_compiled_views(tmp_path):
                    "make setup")
 
 
+def test_program_directory_missing(tmp_path):
+    (tmp_path / "mnt").mkdir()
+    assert_refused(run_mount(tmp_path / "mnt", "--progs", tmp_path / "absent"),
+                   f"program directory {tmp_path / 'absent'} is not a directory")
+
+
 def test_not_root(tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()

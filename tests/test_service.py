@@ -59,6 +59,10 @@ def test_install_lays_out_command_views_and_unit(installed):
     assert os.access(prefix / "sbin/iterfs", os.X_OK)
     installed_views = sorted(p.name for p in (prefix / "lib/iterfs/progs").glob("*.bpf.o"))
     assert installed_views == sorted(p.name for p in OBJECTS.glob("*.bpf.o"))
+    # What views of one's own include, for the daemon to compile them with.
+    installed_headers = sorted(p.name for p in (prefix / "lib/iterfs/include").glob("*.h"))
+    assert installed_headers == sorted(p.name for p in (ROOT / "progs").glob("*.h"))
+    assert '--headers "$lib/include"' in (prefix / "sbin/iterfs").read_text()
     unit = (prefix / "lib/systemd/system/iterfs.service").read_text()
     assert unit == UNIT.read_text()         # PREFIX is /usr/local: nothing rewritten
 
@@ -88,15 +92,43 @@ def test_unit_keeps_the_mount_in_the_host_namespace():
     assert not private & set(settings)
     assert settings["Type"] == "notify"
     assert settings["Restart"] == "on-failure"
+    assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert int(settings["OOMScoreAdjust"]) < 0
+
+
+# A view of one's own that includes iterfs.h: the installed headers must serve.
+MAP_NAMES = """// SPDX-License-Identifier: GPL-2.0
+#include "iterfs.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+SEC("iter/bpf_map")
+int map_names(struct bpf_iter__bpf_map *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct bpf_map *map = ctx->map;
+
+	if (!map)
+		return 0;
+	if (ctx->meta->seq_num == 0)
+		BPF_SEQ_PRINTF(seq, "%8s %s\\n", "id", "name");
+	BPF_SEQ_PRINTF(seq, "%8u %s\\n", map->id, map->name);
+	return 0;
+}
+"""
 
 
 def test_exec_start_says_ready_once_the_mount_answers(installed, tmp_path):
     """The unit's ExecStart, with its capability bounding set and a NOTIFY_SOCKET
-    of the test's: READY=1 arrives when the mount already answers."""
+    of the test's: READY=1 arrives when the mount already answers. Its
+    ExecReload then loads a view dropped into a program directory."""
     settings = unit_settings(UNIT)
+    programs = tmp_path / "programs"
+    programs.mkdir(mode=0o755)
+    os.chmod(programs, 0o755)
     command = [str(tmp_path / "mnt") if word == "/iterfs" else word
                for word in shlex.split(settings["ExecStart"])]
+    command += ["--progs", str(programs), "--cache", str(tmp_path / "cache")]
     capabilities = settings["CapabilityBoundingSet"].split()
     bounding = "-all," + ",".join("+" + c[len("CAP_"):].lower() for c in capabilities)
     (tmp_path / "mnt").mkdir()
@@ -121,6 +153,21 @@ def test_exec_start_says_ready_once_the_mount_answers(installed, tmp_path):
             status = Path(f"/proc/{daemon.pid}/status").read_text()
             held = int(re.search(r"^CapBnd:\s*(\w+)", status, re.M).group(1), 16)
             assert held == sum(1 << CAPABILITY_BITS[c] for c in capabilities)
+            # systemctl reload runs ExecReload with the daemon as $MAINPID.
+            (programs / "map_names.bpf.c").write_text(MAP_NAMES)
+            reload = [str(daemon.pid) if word == "$MAINPID" else word
+                      for word in shlex.split(settings["ExecReload"])]
+            subprocess.run(reload, check=True)
+            deadline = time.monotonic() + 60
+            while "reloaded:" not in (tmp_path / "daemon.log").read_text():
+                assert daemon.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+            answer = subprocess.run(
+                ["nsenter", f"--target={daemon.pid}", "--mount", "cat",
+                 str(tmp_path / "mnt" / "map_names")],
+                capture_output=True, text=True, timeout=10)
+            assert answer.returncode == 0 and answer.stdout.startswith("      id name\n"), \
+                (answer, (tmp_path / "daemon.log").read_text())
             daemon.send_signal(signal.SIGTERM)
             assert daemon.wait(timeout=STOP_LIMIT) == 0
         finally:
@@ -195,8 +242,12 @@ def test_errors_are_one_line_naming_the_file_and_errno(failing_mount):
 def test_debug_logs_each_request(tmp_path):
     with running_daemon(tmp_path / "mnt", "--debug") as daemon:
         (daemon.mountpoint / "netlink").read_text()
-        log = daemon.log()
-    assert "iterfs.fs DEBUG: open " in log and "iterfs.fs DEBUG: release " in log
+        # FUSE sends release() after close() returns: it may come a moment later.
+        deadline = time.monotonic() + 5
+        while "iterfs.fs DEBUG: release " not in daemon.log():
+            assert time.monotonic() < deadline, daemon.log()[-2000:]
+            time.sleep(0.01)
+        assert "iterfs.fs DEBUG: open " in daemon.log()
 
 
 def test_no_timestamps_under_journald(tmp_path):
