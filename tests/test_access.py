@@ -391,3 +391,25 @@ def test_listing_shows_each_owner(users, shared):
                 continue        # exited meanwhile
             assert (ours.st_uid, ours.st_gid) == (theirs.st_uid, theirs.st_gid), name
         assert os.stat(shared.mountpoint / "task_file" / str(other.pid)).st_uid == users[1].uid
+
+
+def test_map_views_are_root_only(users):
+    """A map's elements through a view of one's own: root's alone, as bpftool's."""
+    top = Path(tempfile.mkdtemp(prefix="iterfs-access-", dir="/tmp"))
+    try:
+        os.chmod(top, 0o755)
+        programs = top / "progs"
+        programs.mkdir(mode=0o755)
+        example = Path(__file__).resolve().parent.parent / "examples" / "map_hexdump.bpf.c"
+        (programs / "map_hexdump.bpf.c").write_bytes(example.read_bytes())
+        with running_daemon(top / "mnt", "--allow-other", "--progs", str(programs),
+                            "--cache", str(top / "cache")) as daemon:
+            view = daemon.mountpoint / "map_hexdump"
+            maps = os.listdir(view)         # iterfs's own hash maps are there at least
+            assert maps
+            entry = view / maps[0]
+            assert stat.S_IMODE(os.stat(entry).st_mode) == 0o400
+            assert users[0].read(entry)[str(entry)] == ["error", os.strerror(errno.EACCES)]
+            entry.read_bytes()
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(top)], check=True)
