@@ -173,8 +173,8 @@ class IterFS(pyfuse3.Operations):
         if view.per_map:
             if not view.has_map(key):
                 raise pyfuse3.FUSEError(errno.ENOENT)
-            mode, owner = OWNER_ONLY, (0, 0)
-        elif key == SELF:
+            return self._map_attributes(index, key)
+        if key == SELF:
             mode, owner = WORLD_READABLE, (0, 0)     # each reader's own process
         elif key == ALL:
             mode, owner = OWNER_ONLY if view.private else WORLD_READABLE, (0, 0)
@@ -315,8 +315,12 @@ class IterFS(pyfuse3.Operations):
         return NAMED.get(name) or processes.parse_pid(name, self._pid_max)
 
     def _map_entries(self, index):
-        return [(str(map_id).encode(), self._entry_attributes(index, map_id))
+        # map_ids() has checked each map already: no second look at every one.
+        return [(str(map_id).encode(), self._map_attributes(index, map_id))
                 for map_id in self.views[index].map_ids()]
+
+    def _map_attributes(self, index, map_id):
+        return self._attributes(self._entry_inode(index, map_id), OWNER_ONLY, PROCESS_TIMEOUT)
 
     async def forget_views(self, names):
         """After a reload: make the kernel drop what it cached of views that are
