@@ -20,6 +20,7 @@ import platform
 # (setresuid, setresgid) system call numbers
 _SYSCALLS = {"x86_64": (117, 119), "aarch64": (147, 149), "riscv64": (147, 149),
              "ppc64le": (164, 169), "s390x": (208, 210)}
+SUPPORTED = platform.machine() in _SYSCALLS
 _UNCHANGED = ctypes.c_long(-1)
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -33,7 +34,8 @@ def _call(number, effective):
 
 @contextlib.contextmanager
 def acting_as(uid, gid):
-    """This thread alone has effective uid `uid` and gid `gid` inside the block."""
+    """This thread alone has effective uid `uid` and gid `gid` inside the block.
+    The daemon refuses --allow-other where this is not SUPPORTED."""
     set_uid, set_gid = _SYSCALLS[platform.machine()]
     _call(set_gid, gid)
     try:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from . import credentials
 from .compiler import Compiler
 from .directories import ProgramDirectory
 from .fs import MAX_OPEN_PER_UID, IterFS
@@ -93,6 +94,9 @@ def check_environment(mountpoint, objects, progs=(), allow_other=False):
     needed = dict(CAPABILITIES, **(READER_CAPABILITIES if allow_other else {}))
     missing = [name for name, bit in needed.items()
                if bit <= last_cap and not held & (1 << bit)]
+    if allow_other and not credentials.SUPPORTED:
+        raise SetupError(f"--allow-other is not supported on {os.uname().machine}: "
+                         "iterfs cannot act as a reader there")
     if missing:
         raise SetupError("missing capabilit" + ("ies " if len(missing) > 1 else "y ")
                          + " and ".join(missing))
