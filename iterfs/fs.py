@@ -266,10 +266,10 @@ class IterFS(pyfuse3.Operations):
             raise logged_error(name, "open", error)
         try:
             if ctx.uid == 0:
-                opened = OpenIterator(link, self._pumps, name)
+                opened = OpenIterator(link, self._pumps, name, ctx.uid)
             else:
                 with acting_as(ctx.uid, ctx.gid):
-                    opened = OpenIterator(link, self._pumps, name)
+                    opened = OpenIterator(link, self._pumps, name, ctx.uid)
         except BaseException as error:
             link.close()
             if isinstance(error, OSError):
@@ -277,7 +277,6 @@ class IterFS(pyfuse3.Operations):
             raise
         handle = self._new_handle()
         self._open[handle] = opened
-        opened.uid = ctx.uid
         self._open_by_uid[ctx.uid] += 1
         return pyfuse3.FileInfo(fh=handle, direct_io=True, keep_cache=False)
 

@@ -68,9 +68,9 @@ class OpenIterator:
     is touched (a seek, close) the pump is stopped.
     """
 
-    def __init__(self, link, pumps, name):
+    def __init__(self, link, pumps, name, uid):
         self.name = name             # the file's path in the mount, for log lines
-        self.uid = 0                 # who opened it, for the per-uid limit
+        self.uid = uid               # who opened it, for the per-uid limit
         self.link = link
         self.stream = link.open()
         self.lock = trio.Lock()
