@@ -100,8 +100,18 @@ run: setup
 test: setup
 	$(VENV)/bin/python -m pytest tests
 
-bench: setup $(VENV)/.bench-installed
+bench: setup $(VENV)/.bench-installed $(BUILD)/fuse_floor $(BUILD)/bench/floors.bpf.o
 	$(VENV)/bin/python bench/run.py
+
+# Programs that walk as views do and write nothing: the kernel's share of a view.
+$(BUILD)/bench/%.bpf.o: bench/progs/%.bpf.c $(BUILD)/vmlinux.h
+	@mkdir -p $(@D)
+	clang $(BPF_CFLAGS) -c $< -o $@
+
+# A minimal FUSE daemon in C: what a request costs without Python (bench/fuse_floor.c).
+$(BUILD)/fuse_floor: bench/fuse_floor.c
+	@mkdir -p $(BUILD)
+	gcc -O2 -Wall -Werror -o $@ $< $$(pkg-config --cflags --libs fuse3)
 
 # The benchmarks' own dependencies (matplotlib), installed once, beside the test ones.
 $(VENV)/.bench-installed: $(VENV)/.installed

@@ -5,16 +5,19 @@ thousands of sockets) without pause, against the same when nothing else reads.
 Each round samples the small read idle and loaded, the order alternating; the
 readers start anew for every loaded phase. Target: p99 loaded <= 2 x p99 idle.
 
-The same read through the library alone (no FUSE), sampled alternately with the
-one through the mount, shows what the load costs any reader on this machine:
-the CPUs are shared.
+The same read through the library alone (no FUSE), and a file of the same size
+from two minimal FUSE daemons (bench/fuse_floor.c in C, bench/pyfuse3_floor.py
+in pyfuse3 and trio), sampled in turn with the one through the mount, show what
+the same load costs a reader that needs no FUSE, and a FUSE daemon that has
+nothing else to do: the CPUs are shared. The C daemon's p99 loaded / idle is
+the reference.
 """
 
 import statistics
 import time
 
 from harness import Result, interleave, percentile, read_all, scheduler_times
-from load import streamers
+from load import fuse_floor, streamers
 from per_open import direct_reader
 
 ROUNDS = 6
@@ -23,14 +26,19 @@ READERS = 4
 TARGET = 2
 
 
-def fairness(daemon, pid, rounds=ROUNDS, samples=SAMPLES, readers=READERS):
+def fairness(daemon, pid, floor_mountpoint, rounds=ROUNDS, samples=SAMPLES, readers=READERS):
     mountpoint = daemon.mountpoint
     path = mountpoint / "task_file" / str(pid)
+    size = read_all(path)
     waits = {"idle": [], "loaded": []}    # the daemon's main thread's, per small read
-    with direct_reader("task_file", pid) as read_direct:
+    with direct_reader("task_file", pid) as read_direct, \
+            fuse_floor(floor_mountpoint / "c", size) as c_floor, \
+            fuse_floor(floor_mountpoint / "pyfuse3", size, kind="pyfuse3") as py_floor:
         def sample(phase="idle"):
-            """(latencies through iterfs, through the library), alternating."""
-            through = {"iterfs": lambda: read_all(path), "direct": read_direct}
+            """{path: latencies}, the paths taken in turn."""
+            through = {"iterfs": lambda: read_all(path), "direct": read_direct,
+                       "C FUSE": lambda: read_all(c_floor / "small"),
+                       "pyfuse3": lambda: read_all(py_floor / "small")}
             times = {name: [] for name in through}
             waited = scheduler_times(daemon.pid)[1]
             for _ in range(samples):
@@ -51,17 +59,25 @@ def fairness(daemon, pid, rounds=ROUNDS, samples=SAMPLES, readers=READERS):
     def p(phase, name, percent):
         return percentile([t for times in phases[phase] for t in times[name]], percent)
 
-    figures = {f"{phase} {stat}": p(phase, "iterfs", percent)
-               for phase in ("idle", "loaded") for stat, percent in (("p50", 50), ("p99", 99))}
-    direct = {f"{phase} {stat}": p(phase, "direct", percent)
-              for phase in ("idle", "loaded") for stat, percent in (("p50", 50), ("p99", 99))}
+    def percentiles(name):
+        return {f"{phase} {stat}": p(phase, name, percent) for phase in ("idle", "loaded")
+                for stat, percent in (("p50", 50), ("p99", 99))}
+
+    figures = {f"iterfs {label}": value for label, value in percentiles("iterfs").items()}
+    others = {name: percentiles(name) for name in ("direct", "C FUSE", "pyfuse3")}
+
+    def ratio(name):
+        return others[name]["loaded p99"] / others[name]["idle p99"]
+    figures.update({f"{name} {phase} p99": others[name][f"{phase} p99"]
+                    for name in ("C FUSE", "pyfuse3") for phase in ("idle", "loaded")})
     return Result(
         case="fairness",
         title=f"small read while {readers} readers stream /tcp6",
         figures=figures, unit="s", metric="p99 loaded / idle",
-        value=figures["loaded p99"] / figures["idle p99"], target=TARGET,
+        value=figures["iterfs loaded p99"] / figures["iterfs idle p99"], target=TARGET,
+        reference=ratio("C FUSE"), reference_text="C FUSE daemon",
         details={"rounds": rounds, "samples_per_phase": rounds * samples,
-                 "direct_library": direct,
-                 "direct_p99_loaded_to_idle": direct["loaded p99"] / direct["idle p99"],
+                 **{f"{name}_percentiles": values for name, values in others.items()},
+                 **{f"{name}_p99_loaded_to_idle": ratio(name) for name in others},
                  "daemon_main_thread_runqueue_wait_per_read": {
                      phase: statistics.mean(w) for phase, w in waits.items()}})

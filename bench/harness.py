@@ -94,6 +94,11 @@ class Result:
     target: float
     higher_is_better: bool = False
     details: dict = dataclasses.field(default_factory=dict)
+    # The same measure for what bounds it, measured in the same run: a minimal C
+    # FUSE daemon (bench/fuse_floor.c) or the kernel's own walk. Says how far
+    # the target is reachable on this machine at all.
+    reference: float = None
+    reference_text: str = ""
 
     @property
     def met(self):
@@ -124,11 +129,13 @@ def format_value(value, unit):
 
 def table(results):
     """The results as a Markdown table, one row per case."""
-    rows = ["| case | figures (medians unless said) | measure | value | target | result |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    rows = ["| case | figures (medians unless said) | measure | value | target | result "
+            "| reference (same measure) |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
+        reference = f"{r.reference:.3g}: {r.reference_text}" if r.reference is not None else ""
         rows.append(f"| {r.title} | {r.figures_text()} | {r.metric} | {r.value:.3g} | "
-                    f"{r.target_text()} | {'met' if r.met else 'MISSED'} |")
+                    f"{r.target_text()} | {'met' if r.met else 'MISSED'} | {reference} |")
     return "\n".join(rows)
 
 
@@ -164,8 +171,11 @@ def write_chart(results, path, context):
         ax.set_xlabel(unit)
         ax.set_xlim(0, max(values + ([r.target] if r.unit != "s" else [])) * 1.25)
         verdict = "met" if r.met else "MISSED"
+        reference = (f"; {r.reference_text}: {r.reference:.3g}"
+                     if r.reference is not None else "")
         ax.set_title(f"{r.title}\n{r.metric} = {r.value:.3g} (target {r.target_text()}): "
-                     f"{verdict}", fontsize=9, color="#228833" if r.met else "#aa3377")
+                     f"{verdict}{reference}", fontsize=8,
+                     color="#228833" if r.met else "#aa3377")
         ax.tick_params(labelsize=8)
     figure.suptitle(f"iterfs benchmarks ({context['machine']})", fontsize=10)
     figure.tight_layout()

@@ -136,3 +136,46 @@ def threads(count, per_process=500):
 def streamers(path, count):
     """`count` processes reading `path` to EOF over and over, until the block ends."""
     return killed_at_end(Holders(STREAMER, [path] * count))
+
+
+BENCH = Path(__file__).resolve().parent
+FLOORS = {
+    # A minimal libfuse daemon in C (make bench builds it).
+    "C FUSE": [BENCH.parent / "build" / "fuse_floor"],
+    # The same filesystem in pyfuse3 and trio, without iterfs.
+    "pyfuse3": [sys.executable, BENCH / "pyfuse3_floor.py"],
+}
+
+
+@contextlib.contextmanager
+def fuse_floor(mountpoint, size, entries=0, kind="C FUSE"):
+    """A minimal FUSE daemon (see FLOORS) mounted at `mountpoint`, serving a
+    file `small` of `size` bytes and a directory `dir` of `entries` files: the
+    mount point. Unmounted, and the daemon waited for, on the way out."""
+    command = FLOORS[kind]
+    if not Path(command[-1]).exists():
+        raise RuntimeError(f"{command[-1]} is missing: make bench builds it")
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    daemon = subprocess.Popen([*command, mountpoint, str(size), str(entries)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        if daemon.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"{kind} floor did not mount: {daemon.stderr.read().strip()}")
+        # pyfuse3 says ready before the kernel's INIT is answered: wait for it.
+        deadline = time.monotonic() + 10
+        while not (mountpoint / "small").exists():
+            if time.monotonic() > deadline or daemon.poll() is not None:
+                raise RuntimeError(f"{kind} floor did not answer at {mountpoint}")
+            time.sleep(0.01)
+        yield mountpoint
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", mountpoint],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            daemon.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        daemon.stdout.close()
+        daemon.stderr.close()

@@ -5,15 +5,20 @@ process with 10 open files) again and again,
     direct   through the iterfs library alone (iterfs.bpf), no FUSE: the same
              object loaded in this process, attached with the pid, the iterator
              created, read, closed
+    C FUSE   a file of the same size from bench/fuse_floor.c, a minimal C FUSE
+             daemon: the same requests (OPEN, READ, READ for EOF, RELEASE) and
+             no other work, what any FUSE filesystem pays here
+    pyfuse3  the same from bench/pyfuse3_floor.py, the same minimal daemon in
+             pyfuse3 and trio: what a Python daemon pays before doing anything
 
-each round timing a batch of each, the order alternating. Target: iterfs /
-direct <= 3.
+each round timing a batch of each, the order rotating. Target: iterfs /
+direct <= 3; C FUSE / direct is the reference: no FUSE daemon does better.
 """
 
 import contextlib
 
 from harness import READ_SIZE, Result, median_times, read_all, scheduler_times
-from load import OBJECTS
+from load import OBJECTS, fuse_floor
 
 from iterfs import bpf
 
@@ -41,16 +46,24 @@ def direct_reader(view, pid=None):
         yield read_once
 
 
-def per_open(daemon, pid, rounds=ROUNDS, batch=BATCH):
+def per_open(daemon, pid, floor_mountpoint, rounds=ROUNDS, batch=BATCH):
     path = daemon.mountpoint / "task_file" / str(pid)
-    with direct_reader("task_file", pid) as read_direct:
-        sizes = {"iterfs": read_all(path), "direct": read_direct()}
-        if sizes["iterfs"] != sizes["direct"] or not sizes["iterfs"]:
-            raise RuntimeError(f"iterfs and the library read different sizes: {sizes}")
+    size = read_all(path)
+    with direct_reader("task_file", pid) as read_direct, \
+            fuse_floor(floor_mountpoint / "c", size) as c_floor, \
+            fuse_floor(floor_mountpoint / "pyfuse3", size, kind="pyfuse3") as py_floor:
+        files = {"iterfs": path, "C FUSE": c_floor / "small", "pyfuse3": py_floor / "small"}
+        sizes = {"direct": read_direct(), **{name: read_all(f) for name, f in files.items()}}
+        if len(set(sizes.values())) != 1 or not size:
+            raise RuntimeError(f"the library and the mounts read different sizes: {sizes}")
         before = scheduler_times(daemon.pid)
-        medians = median_times({"iterfs": lambda: [read_all(path) for _ in range(batch)],
-                                "direct": lambda: [read_direct() for _ in range(batch)]},
-                               rounds)
+
+        def batch_of(file):
+            return lambda: [read_all(file) for _ in range(batch)]
+        medians = median_times({"iterfs": batch_of(path),
+                                "direct": lambda: [read_direct() for _ in range(batch)],
+                                "C FUSE": batch_of(files["C FUSE"]),
+                                "pyfuse3": batch_of(files["pyfuse3"])}, rounds)
         # Only the opens through the mount run on the daemon's main thread.
         on_cpu, waiting = (after - earlier for after, earlier
                            in zip(scheduler_times(daemon.pid), before))
@@ -60,6 +73,8 @@ def per_open(daemon, pid, rounds=ROUNDS, batch=BATCH):
         title=f"open, read, close task_file/<pid> ({FILES} files, {sizes['iterfs']} B)",
         figures=each, unit="s", metric="iterfs / direct",
         value=each["iterfs"] / each["direct"], target=TARGET,
-        details={"rounds": rounds, "batch": batch, "bytes": sizes["iterfs"],
+        reference=each["C FUSE"] / each["direct"], reference_text="C FUSE daemon",
+        details={"rounds": rounds, "batch": batch, "bytes": size,
+                 "pyfuse3_floor_to_direct": each["pyfuse3"] / each["direct"],
                  "daemon_main_thread_cpu_per_open": on_cpu / (rounds * batch),
                  "daemon_main_thread_runqueue_wait_per_open": waiting / (rounds * batch)})

@@ -64,13 +64,16 @@ def run_cases(selected, directory, say):
                     if "streaming" in selected:
                         measure("streaming", lambda: tcp6.streaming(mnt, tcp6.SOCKETS))
                     if "per_open" in selected:
-                        measure("per_open", lambda: per_open.per_open(daemon, pid))
+                        measure("per_open",
+                                lambda: per_open.per_open(daemon, pid, directory / "floor"))
                     if "fairness" in selected:
-                        measure("fairness", lambda: fairness.fairness(daemon, pid))
+                        measure("fairness",
+                                lambda: fairness.fairness(daemon, pid, directory / "floor"))
             if "listing" in selected:
                 say(f"holding {processes.PROCESSES:,} processes")
                 with load.processes(processes.PROCESSES):
-                    measure("listing", lambda: processes.listing(mnt, processes.PROCESSES))
+                    measure("listing", lambda: processes.listing(
+                        mnt, processes.PROCESSES, directory / "floor"))
             if "files" in selected:
                 say(f"holding {processes.FILES_PROCESSES} processes x "
                     f"{processes.FILES_PER_PROCESS} files")
