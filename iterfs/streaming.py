@@ -86,7 +86,8 @@ class OpenIterator:
         self._stopping = False
         self._limit = READ_AHEAD     # what the pump may hold: more if a read asks more
         self._pump = None            # future of the last pump started
-        self._waiting = False        # a request waits for the pump's next chunk
+        self._waiting = False        # a request waits for the pump's next chunks
+        self._wanted = 0             # how many bytes it waits for
         self._progress = trio.Event()
         self._start_pump()
 
@@ -106,6 +107,7 @@ class OpenIterator:
                 self._limit = max(READ_AHEAD, size)
                 ready = len(self._buffer) >= size or self._eof or self._error
                 self._waiting = not ready
+                self._wanted = size
             if ready:
                 break
             self._start_pump()
@@ -180,7 +182,13 @@ class OpenIterator:
                 with memoryview(chunk) as view, self._mutex:
                     self._buffer += view[:n]
                     self._eof = not n
-                    waiting, self._waiting = self._waiting, False
+                    # Wake the request only once it can be answered in full:
+                    # a wake-up costs the event loop a round, and the kernel
+                    # gives at most 32 KiB a read while cat asks 128 KiB.
+                    waiting = self._waiting and (
+                        self._eof or len(self._buffer) >= self._wanted)
+                    if waiting:
+                        self._waiting = False
                 if waiting:
                     self._wake_reader()
         except Exception as error:
