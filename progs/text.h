@@ -10,6 +10,8 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 
+/* --- host-testable: tests/test_text.py compiles from here to the end marker --- */
+
 /* Room for every number of a line at its widest. */
 #define LINE_SIZE 256
 
@@ -25,6 +27,24 @@ static __always_inline void line_clear(struct line *line)
 /* How put_number() writes: five arguments are all a BPF function may take. */
 #define NUMBER(width, base, lead) ((width) | (base) << 8 | (lead) << 16)
 
+/* 10^n for n < 20, then values no 64-bit number reaches: a width of 20 or more
+ * always fits. 32 entries, so that an index masked with 31 stays inside. */
+static const __u64 powers_of_ten[32] = {
+	1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL,
+	100000000ULL, 1000000000ULL, 10000000000ULL, 100000000000ULL,
+	1000000000000ULL, 10000000000000ULL, 100000000000000ULL,
+	1000000000000000ULL, 10000000000000000ULL, 100000000000000000ULL,
+	1000000000000000000ULL, 10000000000000000000ULL,
+	~0ULL, ~0ULL, ~0ULL, ~0ULL, ~0ULL, ~0ULL, ~0ULL, ~0ULL, ~0ULL, ~0ULL, ~0ULL, ~0ULL,
+};
+
+/* "00" to "99": two digits a step. 256 bytes, so that an index masked with 255
+ * stays inside. */
+static const char digit_pairs[256] =
+	"00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+	"40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+	"8081828384858687888990919293949596979899";
+
 /*
  * Puts `value` in `base` (8 or 10) at line[at], right-aligned in `width`
  * columns (more if it needs more), after `lead` if not NUL ('0' for fdinfo's
@@ -34,43 +54,68 @@ static __always_inline void line_clear(struct line *line)
 __noinline __u32 put_number(struct line *line, __u32 at, __u64 value, __u32 style)
 {
 	__u32 width = style & 0xff, base = (style >> 8) & 0xff, lead = style >> 16;
-	__u32 digits = 1, end, i;
-	__u64 power = 10, rest;
+	__u32 digits = 1, end, i, pair;
+	__u64 power = 10, rest, quotient;
 
 	/* A function of its own, verified once: inlined, its loops multiply. */
 	if (!line)
 		return at;
-	/* Count the digits first, so that they go straight to their columns. */
 	if (base == 8) {
 		for (rest = value >> 3; rest && digits < 22; rest >>= 3)
 			digits++;
+		if (lead)
+			digits++;
+		end = at + (digits < width ? width : digits);
+		at = end;
+		for (i = 0; i < 22; i++) {
+			line->text[--at & (LINE_SIZE - 1)] = '0' + (value & 7);
+			value >>= 3;
+			if (!value)
+				break;
+		}
+		if (lead)
+			line->text[--at & (LINE_SIZE - 1)] = lead;
+		line->text[end & (LINE_SIZE - 1)] = ' ';
+		return end + 1;
+	}
+	/*
+	 * Decimal. Where the number fits its columns (nearly always), where it
+	 * ends is known without counting its digits.
+	 */
+	if (width > (lead ? 1 : 0) && value < powers_of_ten[(width - (lead ? 1 : 0)) & 31]) {
+		end = at + width;
 	} else {
 		for (; digits < 20 && value >= power; power *= 10)
 			digits++;
+		if (lead)
+			digits++;
+		end = at + (digits < width ? width : digits);
 	}
-	if (lead)
-		digits++;
-	end = at + (digits < width ? width : digits);
 	at = end;
-	for (i = 0; i < 22; i++) {
-		__u64 quotient;
-
-		if (base == 8)
-			quotient = value >> 3;
-		else if (value >> 32)
-			quotient = value / 10;
-		else	/* x / 10 == x * 0xcccccccd >> 35 for every 32-bit x: no divide */
-			quotient = value * 0xcccccccdULL >> 35;
-		line->text[--at & (LINE_SIZE - 1)] = '0' + (value - quotient * base);
+	for (i = 0; i < 10 && value >= 100; i++) {
+		if (value >> 32)
+			quotient = value / 100;
+		else	/* x / 100 == x * 0x51eb851f >> 37 for every 32-bit x: no divide */
+			quotient = value * 0x51eb851fULL >> 37;
+		pair = (value - quotient * 100) * 2;
+		line->text[--at & (LINE_SIZE - 1)] = digit_pairs[(pair + 1) & 255];
+		line->text[--at & (LINE_SIZE - 1)] = digit_pairs[pair & 255];
 		value = quotient;
-		if (!value)
-			break;
+	}
+	if (value >= 10) {
+		pair = value * 2;
+		line->text[--at & (LINE_SIZE - 1)] = digit_pairs[(pair + 1) & 255];
+		line->text[--at & (LINE_SIZE - 1)] = digit_pairs[pair & 255];
+	} else {
+		line->text[--at & (LINE_SIZE - 1)] = '0' + value;
 	}
 	if (lead)
 		line->text[--at & (LINE_SIZE - 1)] = lead;
 	line->text[end & (LINE_SIZE - 1)] = ' ';
 	return end + 1;
 }
+
+/* --- end of host-testable --- */
 
 /* A signed decimal, right-aligned in `width` columns, then a space. */
 static __always_inline __u32 put_signed(struct line *line, __u32 at, long long value,
