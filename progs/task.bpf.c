@@ -16,6 +16,7 @@
 #include "iterfs.h"
 #include "text.h"
 #include "scratch.h"
+#include "pid.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -36,7 +37,6 @@ char LICENSE[] SEC("license") = "GPL";
 #define PF_KTHREAD		0x00200000
 #define MAX_RT_PRIO		100
 #define DEFAULT_PRIO		120	/* nice 0 */
-#define MAX_PID_NS_LEVEL	32
 #define UID_GID_MAP_MAX_BASE_EXTENTS 5
 #define UID_GID_MAP_MAX_EXTENTS	340
 #define OVERFLOW_UID		65534	/* kernel.overflowuid's default; not in BTF */
@@ -257,40 +257,6 @@ static __always_inline int task_cpu(struct task_struct *task)
 	if (bpf_core_field_exists(info->cpu))
 		return info->cpu;
 	return BPF_CORE_READ((struct task_struct___cpu_in_task *)task, cpu);
-}
-
-/* pid_nr_ns(): the number `pid` has in `ns`, 0 where ns cannot see it. */
-static __always_inline int pid_nr_ns(struct pid *pid, struct pid_namespace *ns)
-{
-	unsigned int ns_level, pid_level;
-	struct upid upid;
-
-	if (!pid || !ns)
-		return 0;
-	ns_level = BPF_CORE_READ(ns, level);
-	pid_level = BPF_CORE_READ(pid, level);
-	if (ns_level > pid_level || ns_level > MAX_PID_NS_LEVEL)
-		return 0;
-	if (bpf_probe_read_kernel(&upid, sizeof(upid),
-				  (void *)((__u64)pid + bpf_core_field_offset(struct pid, numbers) +
-					   ns_level * sizeof(struct upid))))
-		return 0;
-	return upid.ns == ns ? upid.nr : 0;
-}
-
-/* task_active_pid_ns(current): where the iterator numbers the tasks it visits. */
-static __always_inline struct pid_namespace *reader_pid_ns(void)
-{
-	struct pid *pid = BPF_CORE_READ(bpf_get_current_task_btf(), thread_pid);
-	unsigned int level = BPF_CORE_READ(pid, level);
-	struct upid upid;
-
-	if (level > MAX_PID_NS_LEVEL ||
-	    bpf_probe_read_kernel(&upid, sizeof(upid),
-				  (void *)((__u64)pid + bpf_core_field_offset(struct pid, numbers) +
-					   level * sizeof(struct upid))))
-		return NULL;
-	return upid.ns;
 }
 
 struct extent_search {
