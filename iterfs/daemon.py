@@ -2,6 +2,7 @@
 rescan the program directories on SIGHUP."""
 
 import argparse
+import contextlib
 import ctypes
 import errno
 import faulthandler
@@ -22,6 +23,7 @@ from . import credentials
 from .compiler import Compiler
 from .directories import ProgramDirectory
 from .fs import MAX_OPEN_PER_UID, IterFS
+from .processes import ProcessList
 from .views import ViewTable
 
 log = logging.getLogger("iterfs")
@@ -160,6 +162,23 @@ def detach_dead_mount(mountpoint):
     log.warning("mount point %s held a dead iterfs mount: detached it", mountpoint)
 
 
+@contextlib.contextmanager
+def open_process_list(objects):
+    """The program that lists processes for the process directories, beside the
+    views' directory (build/internal, lib/iterfs/internal); without it, they
+    list /proc, with one line saying so."""
+    path = Path(objects).resolve().parent / "internal" / "processes.bpf.o"
+    try:
+        process_list = ProcessList(path)
+    except OSError as error:
+        log.warning("process directories list /proc: cannot load %s: %s", path,
+                    error.strerror or error)
+        yield None
+        return
+    with process_list:
+        yield process_list
+
+
 def raise_fd_limit():
     """Every open file holds two fds (link and iterator): take all the kernel allows."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -251,7 +270,7 @@ def main(argv=None):
                    ProgramDirectory(str(SYSTEM_PROGRAMS), optional=True),
                    *(ProgramDirectory(os.path.abspath(p)) for p in args.progs)]
     compiler = Compiler(os.path.abspath(args.headers), os.path.abspath(args.cache))
-    with ViewTable(directories, compiler) as views:
+    with ViewTable(directories, compiler) as views, contextlib.ExitStack() as stack:
         try:
             views.reload()
         except OSError as error:        # no kernel BTF: no view could load
@@ -260,7 +279,8 @@ def main(argv=None):
         if not views.serving():
             print(f"iterfs: no view in {args.objects} could be loaded", file=sys.stderr)
             return 1
-        fs = IterFS(views, max_open_per_uid=args.max_open_per_uid)
+        process_list = stack.enter_context(open_process_list(args.objects))
+        fs = IterFS(views, max_open_per_uid=args.max_open_per_uid, process_list=process_list)
         options = set(pyfuse3.default_options) | set(MOUNT_OPTIONS) | set(args.options)
         if args.allow_other:
             options.add("allow_other")
