@@ -30,7 +30,8 @@ INTERNAL_PROGRAMS := $(patsubst progs/internal/%.bpf.c,$(BUILD)/internal/%.bpf.o
 	$(wildcard progs/internal/*.bpf.c))
 
 # make install: under $(DESTDIR)$(PREFIX), a virtual environment with iterfs in
-# lib/iterfs/venv, the compiled views in lib/iterfs/progs, the headers views of
+# lib/iterfs/venv, the compiled views in lib/iterfs/progs, the programs the
+# daemon runs itself in lib/iterfs/internal, the headers views of
 # one's own may include in lib/iterfs/include, the command sbin/iterfs and the
 # systemd unit lib/systemd/system/iterfs.service.
 PREFIX ?= /usr/local
