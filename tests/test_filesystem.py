@@ -281,3 +281,15 @@ def test_reads_larger_than_read_ahead(fresh_mount):
         lines = text.splitlines()
         assert [int(line.split(":")[0]) for line in lines[1:]] == list(range(len(lines) - 1))
         assert sum(":" in line and line.split()[3] == "0A" for line in lines) >= 15000
+    # The pumps streamed at nice 10 and took their threads' priority back.
+    assert settled(lambda: thread_nices(fresh_mount.pid) == {0}), thread_nices(fresh_mount.pid)
+
+
+def thread_nices(pid):
+    """The nice values of a process's threads (stat field 19)."""
+    nices = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError), \
+                open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+            nices.add(int(f.read().rsplit(b")", 1)[1].split()[16]))
+    return nices
