@@ -27,7 +27,6 @@ import pyfuse3
 import trio
 
 from . import processes
-from .credentials import acting_as
 from .streaming import OpenIterator, Pumps
 
 log = logging.getLogger("iterfs.fs")
@@ -275,11 +274,7 @@ class IterFS(pyfuse3.Operations):
                 raise pyfuse3.FUSEError(errno.ENOENT)
             raise logged_error(name, "open", error)
         try:
-            if ctx.uid == 0:
-                opened = OpenIterator(link, self._pumps, name, ctx.uid)
-            else:
-                with acting_as(ctx.uid, ctx.gid):
-                    opened = OpenIterator(link, self._pumps, name, ctx.uid)
+            opened = OpenIterator(link, self._pumps, name, ctx.uid, ctx.gid)
         except BaseException as error:
             link.close()
             if isinstance(error, OSError):

@@ -16,10 +16,15 @@ event loop and the pumps of small reads waiting for a CPU.
 """
 
 import concurrent.futures
+import logging
 import os
 import threading
 
 import trio
+
+from .credentials import acting_as
+
+log = logging.getLogger("iterfs.streaming")
 
 READ_AHEAD = 512 * 1024
 READ_CHUNK = 64 * 1024     # one read(2) of the iterator fd; the kernel gives <= 32 KiB
@@ -92,7 +97,11 @@ class _Lowered:
 
     def __exit__(self, *exc):
         if self._nice is not None:
-            os.setpriority(os.PRIO_PROCESS, self._thread, self._nice)
+            try:
+                os.setpriority(os.PRIO_PROCESS, self._thread, self._nice)
+            except OSError as error:    # the probe said it may: keep the file's read whole
+                log.warning("a pump thread stays at nice %d: %s", STREAMING_NICE,
+                            error.strerror)
 
 
 async def result_of(future):
@@ -113,11 +122,12 @@ class OpenIterator:
     is touched (a seek, close) the pump is stopped.
     """
 
-    def __init__(self, link, pumps, name, uid):
+    def __init__(self, link, pumps, name, uid, gid):
         self.name = name             # the file's path in the mount, for log lines
         self.uid = uid               # who opened it, for the per-uid limit
+        self._gid = gid
         self.link = link
-        self.stream = link.open()
+        self.stream = self._open_stream()
         self.lock = trio.Lock()
         self._pumps = pumps
         self._pumped = 0             # bytes read from the iterator since open
@@ -256,12 +266,21 @@ class OpenIterator:
         except trio.RunFinishedError:
             pass     # unmounting: nobody waits any more
 
+    def _open_stream(self):
+        """A walk from the start, with the opener's credentials: the kernel decides
+        from them what it shows (credentials.py). Only the calling thread takes
+        them, and only for the call: a thread started meanwhile would keep them."""
+        if self.uid == 0:
+            return self.link.open()
+        with acting_as(self.uid, self._gid):
+            return self.link.open()
+
     def _move_to(self, offset):
         """Worker thread, pump stopped: make `offset` the next byte to return."""
         if offset < self._offset:
             # An iterator cannot seek back: walk again from the start.
             self.stream.close()
-            self.stream = self.link.open()
+            self.stream = self._open_stream()
             self._offset, self._eof, self._error = 0, False, None
             self._buffer.clear()
         buffered_end = self._offset + len(self._buffer)

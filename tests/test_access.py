@@ -204,6 +204,33 @@ def test_ksym_addresses_are_zeros_for_users(users, shared):
     assert not path.read_text().startswith(ZERO_POINTER)
 
 
+# Runs as the user: reads /ksym 1 MiB in, then from the start again, which walks
+# anew: the daemon creates that second iterator in a worker thread.
+READ_AGAIN = r"""
+import json, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+ahead = os.pread(fd, 65536, 1 << 20)
+again = os.pread(fd, 65536, 0)
+os.close(fd)
+print(json.dumps({"ahead": ahead.decode(), "again": again.decode()}))
+"""
+
+
+def test_a_walk_begun_again_keeps_the_readers_credentials(users, shared):
+    """A read behind the file's position starts the walk anew, in a worker
+    thread: that iterator too is the reader's, and the worker threads stay
+    root's (a thread started under a reader's ids would keep them)."""
+    path = shared.mountpoint / "ksym"
+    for _ in range(3):
+        answer = users[0].python(READ_AGAIN, path)
+        for text in answer.values():
+            lines = text.splitlines()[1:-1]
+            assert lines and {line[:16] for line in lines} == {ZERO_POINTER}, text[:200]
+        assert not path.read_text().startswith(ZERO_POINTER)
+    log = shared.log()
+    assert " ERROR: " not in log and " WARNING: " not in log, log
+
+
 def test_a_user_reads_its_own_process(users, shared):
     own = users[0].python(OWN_MAPS, shared.mountpoint)
     assert own["same"] and own["lines"] > 5
