@@ -15,7 +15,9 @@ k (a pid, SELF, ALL or a map id) in view n is (n + 1) << 32 | k. Only open files
 keep state.
 """
 
+import array
 import collections
+import contextlib
 import errno
 import functools
 import logging
@@ -93,7 +95,11 @@ class Listing:
     """A directory as opendir() found it: named entries with their attributes,
     then, in a process directory, the processes by pid, which share one
     attributes object given each entry's inode in turn: the pid under the
-    view's number."""
+    view's number.
+
+    A process directory's pids come in batches while the kernel walks them
+    (fill(), in a worker thread), so that the first entries go out while the
+    walk goes on; readdir() waits for more where it has run out."""
 
     def __init__(self, names, attributes, pids=(), rest=None):
         self.names = names
@@ -101,9 +107,50 @@ class Listing:
         self.pids = pids
         self.rest = rest
         self.rest_base = rest.st_ino & ~0xFFFF_FFFF if rest is not None else 0
+        self.complete = True
+        self.closed = False
+        self._more = None                # trio.Event a readdir() waits on
+        self._token = None
 
-    def __len__(self):
-        return len(self.names) + len(self.pids)
+    def fill(self, batches, fallback):
+        """Worker thread: take the pids from `batches`; if they fail, those after
+        the last one from `fallback()`."""
+        try:
+            with contextlib.closing(batches):
+                for batch in batches:
+                    if self.closed:
+                        return
+                    self.pids.extend(batch)
+                    self._wake_soon()
+        except OSError as error:
+            log.warning("listing processes from /proc: the task iterator failed: %s", error)
+            last = self.pids[-1] if self.pids else 0
+            self.pids.extend(pid for pid in fallback() if pid > last)
+        finally:
+            self.complete = True
+            self._wake_soon()
+
+    def _wake_soon(self):
+        try:
+            self._token.run_sync_soon(self._wake)
+        except trio.RunFinishedError:
+            pass        # unmounting: nobody waits any more
+
+    def start_filling(self, executor, batches, fallback):
+        self.complete = False
+        self._token = trio.lowlevel.current_trio_token()
+        executor.submit(self.fill, batches, fallback)
+
+    def _wake(self):
+        if self._more is not None:
+            self._more.set()
+
+    async def more(self, count):
+        """Until there are more than `count` pids, or all of them."""
+        while len(self.pids) <= count and not self.complete:
+            self._more = trio.Event()
+            if len(self.pids) <= count and not self.complete:
+                await self._more.wait()
 
 
 class IterFS(pyfuse3.Operations):
@@ -220,7 +267,8 @@ class IterFS(pyfuse3.Operations):
         elif key is None and self.views[index].per_process:
             listing = Listing(list(NAMED),
                               [self._entry_attributes(index, key) for key in NAMED.values()],
-                              self._live_processes(), self._listed_attributes(index))
+                              array.array("I"), self._listed_attributes(index))
+            self._list_processes(listing)
         else:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         # A snapshot, so that offsets stay meaningful across readdir calls.
@@ -238,15 +286,23 @@ class IterFS(pyfuse3.Operations):
         # The processes: 5,000 of them take 26 requests; this loop is their cost.
         first, pids = len(names), listing.pids
         rest, base = listing.rest, listing.rest_base
-        for offset in range(max(start_id, first), first + len(pids)):
-            pid = pids[offset - first]
-            rest.st_ino = base | pid
-            if not reply(token, b"%d" % pid, rest, offset + 1):
-                return
+        offset = max(start_id, first)
+        while True:
+            await listing.more(offset - first)
+            if offset - first >= len(pids):
+                return                          # complete: the end of the directory
+            for offset in range(offset, first + len(pids)):
+                pid = pids[offset - first]
+                rest.st_ino = base | pid
+                if not reply(token, b"%d" % pid, rest, offset + 1):
+                    return
+            offset += 1
 
     @fuse_operation
     async def releasedir(self, fh):
-        self._directories.pop(fh, None)
+        listing = self._directories.pop(fh, None)
+        if listing is not None:
+            listing.closed = True
 
     # -- files ------------------------------------------------------------
 
@@ -285,16 +341,16 @@ class IterFS(pyfuse3.Operations):
         self._open_by_uid[ctx.uid] += 1
         return pyfuse3.FileInfo(fh=handle, direct_io=True, keep_cache=False)
 
-    def _live_processes(self):
-        """Every process's pid, ascending: from the kernel's task iterator, or
-        from /proc if there is none or it failed."""
-        if self.process_list is not None:
-            try:
-                return self.process_list.tgids()
-            except OSError as error:
-                log.warning("listing processes from /proc: the task iterator failed: %s",
-                            error)
-        return [int(name) for name in processes.live_processes()]
+    def _list_processes(self, listing):
+        """Fill a process directory's listing: from the kernel's task iterator
+        while readdir() answers, or from /proc at once if there is none."""
+        def from_proc():
+            return [int(name) for name in processes.live_processes()]
+        if self.process_list is None:
+            listing.pids.extend(from_proc())
+        else:
+            listing.start_filling(self._pumps.interactive, self.process_list.tgid_batches(),
+                                  from_proc)
 
     def _listed_attributes(self, index):
         """Attributes for the listed processes of a view, which the kernel keeps

@@ -101,7 +101,7 @@ class ProcessList:
     kernel hides from task iterators, whose views are empty, is not listed."""
 
     PROGRAM = "processes"
-    READ = 1 << 20
+    BATCH = 4096        # bytes a read: 1,024 tgids, so that a listing can start on them
 
     def __init__(self, path):
         self._object = bpf.load(path)
@@ -111,12 +111,14 @@ class ProcessList:
             self._object.close()
             raise
 
-    def tgids(self):
+    def tgid_batches(self):
+        """The tgids in arrays of up to 1,024, as the walk goes on."""
         with self._program.attach_iterator() as link, link.open() as stream:
-            parts = [stream.fill(self.READ)]
-            while len(parts[-1]) == self.READ:
-                parts.append(stream.fill(self.READ))
-        return array.array("I", b"".join(parts))
+            buffer = bytearray(self.BATCH)
+            while n := stream.readinto(buffer):
+                batch = array.array("I")
+                batch.frombytes(memoryview(buffer)[:n])
+                yield batch
 
     def close(self):
         self._object.close()

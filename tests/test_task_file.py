@@ -91,6 +91,49 @@ def test_listing_is_every_process_self_and_all(mount):
     assert str(os.getpid()) in listed
 
 
+# Forks `count` children blocked on a pipe; when its stdin closes it closes the
+# pipe and reaps them all.
+MANY_PROCESSES = r"""
+import os, sys
+r, w = os.pipe()
+children = []
+for _ in range(int(sys.argv[1])):
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)
+        os._exit(0)
+    children.append(pid)
+os.close(r)
+print("ready", flush=True)
+sys.stdin.read()
+os.close(w)
+for pid in children:
+    os.waitpid(pid, 0)
+"""
+
+
+def test_listing_of_thousands_of_processes_is_whole(mount):
+    """More processes than one batch of the listing's walk (1,024): the entries
+    come while the walk goes on, in order, none lost or twice."""
+    holder = subprocess.Popen([sys.executable, "-c", MANY_PROCESSES, "2500"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        children = {int(line.split()[0]) for line in
+                    open(f"/proc/{holder.pid}/task/{holder.pid}/children").read().split()}
+        assert len(children) == 2500
+        for _ in range(3):
+            listed = os.listdir(mount.mountpoint / "task")
+            pids = [int(name) for name in listed[2:]]
+            assert listed[:2] == ["self", "all"]
+            assert pids == sorted(set(pids))
+            assert children <= set(pids)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+
+
 @pytest.mark.parametrize("name", [
     "0", "00", "01", "-1", "+1", "1_0", " 7", "7 ", "7\n", "\u0663", "\uff17", "1e3",
     "0x10", "abc", "self2", "Self", "ALL", "all ", "99999999999", "18446744073709551617",
