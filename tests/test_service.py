@@ -59,6 +59,10 @@ def test_install_lays_out_command_views_and_unit(installed):
     assert os.access(prefix / "sbin/iterfs", os.X_OK)
     installed_views = sorted(p.name for p in (prefix / "lib/iterfs/progs").glob("*.bpf.o"))
     assert installed_views == sorted(p.name for p in OBJECTS.glob("*.bpf.o"))
+    # What the daemon runs itself (the process listing), beside the views.
+    internal = sorted(p.name for p in (prefix / "lib/iterfs/internal").glob("*.bpf.o"))
+    assert internal == sorted(p.name for p in (OBJECTS.parent / "internal").glob("*.bpf.o"))
+    assert internal
     # What views of one's own include, for the daemon to compile them with.
     installed_headers = sorted(p.name for p in (prefix / "lib/iterfs/include").glob("*.h"))
     assert installed_headers == sorted(p.name for p in (ROOT / "progs").glob("*.h"))
@@ -176,6 +180,8 @@ def test_exec_start_says_ready_once_the_mount_answers(installed, tmp_path):
             output = log.read()
             log.close()
         assert "Traceback" not in output, output
+        # Nothing fell back: the process listing program was found and loaded.
+        assert " WARNING: " not in output and " ERROR: " not in output, output
 
 
 def test_restart_after_sigkill_detaches_the_dead_mount(tmp_path):
