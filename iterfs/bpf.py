@@ -286,10 +286,20 @@ class IteratorStream(io.RawIOBase):
         return True
 
     def readinto(self, buffer):
+        return self._retrying(os.readv, [buffer])
+
+    def read(self, size=-1):
+        """The next bytes the kernel gives, at most `size` (32 KiB at most a call,
+        the iterator's seq_file buffer); b"" at the end."""
+        if size < 0:
+            return self.readall()
+        return self._retrying(os.read, size)
+
+    def _retrying(self, read, argument):
         self._checkClosed()
         for _ in range(MAX_EAGAIN_RETRIES):
             try:
-                return os.readv(self._fd, [buffer])
+                return read(self._fd, argument)
             except BlockingIOError:
                 continue
             except OSError as error:

@@ -15,6 +15,7 @@ at lower priority from then on: a few readers of large views must not keep the
 event loop and the pumps of small reads waiting for a CPU.
 """
 
+import collections
 import concurrent.futures
 import logging
 import os
@@ -114,6 +115,62 @@ async def result_of(future):
     return future.result()
 
 
+class _Chunks:
+    """Bytes read from an iterator and not yet returned, kept as the reads gave
+    them: a read(2) of the iterator makes one bytes object, and a reply joins
+    them, so each byte is copied once between the kernel's two copies."""
+
+    def __init__(self):
+        self._chunks = collections.deque()
+        self._taken = 0         # bytes of the first chunk already returned
+        self._size = 0
+
+    def __len__(self):
+        return self._size
+
+    def append(self, chunk):
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+
+    def clear(self):
+        self._chunks.clear()
+        self._taken = self._size = 0
+
+    def take(self, size):
+        """The first `size` bytes (all if fewer), removed."""
+        pieces = []
+        rest = min(size, self._size)
+        self._size -= rest
+        while rest:
+            chunk, start = self._chunks[0], self._taken
+            if len(chunk) - start <= rest:
+                self._chunks.popleft()
+                self._taken = 0
+                pieces.append(memoryview(chunk)[start:] if start else chunk)
+                rest -= len(chunk) - start
+            else:
+                self._taken = start + rest
+                pieces.append(memoryview(chunk)[start:start + rest])
+                rest = 0
+        if len(pieces) == 1 and type(pieces[0]) is bytes:
+            return pieces[0]
+        return b"".join(pieces)
+
+    def drop(self, size):
+        """Forget the first `size` bytes (all if fewer)."""
+        rest = min(size, self._size)
+        self._size -= rest
+        while rest:
+            left = len(self._chunks[0]) - self._taken
+            if left <= rest:
+                self._chunks.popleft()
+                self._taken = 0
+                rest -= left
+            else:
+                self._taken += rest
+                rest = 0
+
+
 class OpenIterator:
     """One open(): the link attached for it and the iterator read from it.
 
@@ -133,7 +190,7 @@ class OpenIterator:
         self._pumped = 0             # bytes read from the iterator since open
         self._token = trio.lowlevel.current_trio_token()
         self._mutex = threading.Lock()
-        self._buffer = bytearray()   # read from the iterator, not yet returned
+        self._buffer = _Chunks()     # read from the iterator, not yet returned
         self._offset = 0             # file offset of the first byte of _buffer
         self._eof = False
         self._error = None           # what the pump ran into
@@ -170,9 +227,7 @@ class OpenIterator:
         with self._mutex:
             if not self._buffer and self._error is not None:
                 raise self._error
-            with memoryview(self._buffer) as view:
-                data = bytes(view[:size])
-            del self._buffer[:size]
+            data = self._buffer.take(size)
         self._offset += len(data)
         self._start_pump()
         return data
@@ -223,14 +278,14 @@ class OpenIterator:
             self._pump_into_buffer(thread)
 
     def _pump_into_buffer(self, thread):
-        chunk = bytearray(READ_CHUNK)
         executor = self._executor
+        read = self.stream.read
+        with self._mutex:
+            if self._stopping or self._eof or len(self._buffer) >= self._limit:
+                self._pumping = False
+                return
         try:
             while True:
-                with self._mutex:
-                    if self._stopping or self._eof or len(self._buffer) >= self._limit:
-                        self._pumping = False
-                        return
                 if self._executor is not executor:      # it streams: go on down there
                     with self._mutex:
                         self._pumping = False
@@ -238,11 +293,14 @@ class OpenIterator:
                     return
                 if self._pumped > INTERACTIVE_BYTES:
                     thread.lower()
-                n = self.stream.readinto(chunk)
-                self._pumped += n
-                with memoryview(chunk) as view, self._mutex:
-                    self._buffer += view[:n]
-                    self._eof = not n
+                chunk = read(READ_CHUNK)
+                self._pumped += len(chunk)
+                # One turn of the lock a read: the event loop waits on it.
+                with self._mutex:
+                    if chunk:
+                        self._buffer.append(chunk)
+                    else:
+                        self._eof = True
                     # Wake the request only once it can be answered in full:
                     # a wake-up costs the event loop a round, and the kernel
                     # gives at most 32 KiB a read while cat asks 128 KiB.
@@ -250,8 +308,13 @@ class OpenIterator:
                         self._eof or len(self._buffer) >= self._wanted)
                     if waiting:
                         self._waiting = False
+                    done = self._stopping or self._eof or len(self._buffer) >= self._limit
+                    if done:
+                        self._pumping = False
                 if waiting:
                     self._wake_reader()
+                if done:
+                    return
         except Exception as error:
             with self._mutex:
                 self._error = error if isinstance(error, OSError) else OSError(str(error))
@@ -285,7 +348,7 @@ class OpenIterator:
             self._buffer.clear()
         buffered_end = self._offset + len(self._buffer)
         if offset <= buffered_end:
-            del self._buffer[:offset - self._offset]
+            self._buffer.drop(offset - self._offset)
             self._offset = offset
             return
         self._offset = buffered_end
