@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from conftest import OBJECTS, Holders, hold_sockets, running_daemon  # noqa: E402,F401
+from conftest import (  # noqa: E402,F401
+    OBJECTS, PROCESSES_HOLDER, Holders, hold_sockets, running_daemon)
 
 # One process holding `n` open files (fds) in all, stdin, stdout and stderr counted.
 FDS_HOLDER = r"""
@@ -39,28 +40,6 @@ for t in threads:
     t.start()
 print("ready", flush=True)
 sys.stdin.read()
-"""
-
-# `n` child processes, each blocked reading a pipe. When the holder's stdin closes
-# it closes the pipe and reaps them all, so no zombie outlives the load; if the
-# holder is killed instead, the children read EOF and exit all the same.
-PROCESSES_HOLDER = r"""
-import os, sys
-r, w = os.pipe()
-children = []
-for _ in range(int(sys.argv[1])):
-    pid = os.fork()
-    if pid == 0:
-        os.close(w)
-        os.read(r, 1)
-        os._exit(0)
-    children.append(pid)
-os.close(r)
-print("ready", flush=True)
-sys.stdin.read()
-os.close(w)
-for pid in children:
-    os.waitpid(pid, 0)
 """
 
 # Reads a file to EOF again and again until killed: a reader streaming a view.

@@ -279,6 +279,29 @@ sys.stdin.read()
 """
 
 
+# `n` child processes, each blocked reading a pipe. When the holder's stdin closes
+# it closes the pipe and reaps them all, so no zombie outlives the load; if the
+# holder is killed instead, the children read EOF and exit all the same.
+PROCESSES_HOLDER = r"""
+import os, sys
+r, w = os.pipe()
+children = []
+for _ in range(int(sys.argv[1])):
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)
+        os._exit(0)
+    children.append(pid)
+os.close(r)
+print("ready", flush=True)
+sys.stdin.read()
+os.close(w)
+for pid in children:
+    os.waitpid(pid, 0)
+"""
+
+
 class Holders:
     """Processes running `script`, one per argument, each printing "ready" once set
     up and then holding on (to sockets, files, threads) until close()."""

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from conftest import escape_newlines, fdinfo, parse_task_file, process_fds
+from conftest import PROCESSES_HOLDER, escape_newlines, fdinfo, parse_task_file, process_fds
 
 
 def test_process_file_lists_exactly_its_fds(mount, holder):
@@ -91,32 +91,10 @@ def test_listing_is_every_process_self_and_all(mount):
     assert str(os.getpid()) in listed
 
 
-# Forks `count` children blocked on a pipe; when its stdin closes it closes the
-# pipe and reaps them all.
-MANY_PROCESSES = r"""
-import os, sys
-r, w = os.pipe()
-children = []
-for _ in range(int(sys.argv[1])):
-    pid = os.fork()
-    if pid == 0:
-        os.close(w)
-        os.read(r, 1)
-        os._exit(0)
-    children.append(pid)
-os.close(r)
-print("ready", flush=True)
-sys.stdin.read()
-os.close(w)
-for pid in children:
-    os.waitpid(pid, 0)
-"""
-
-
 def test_listing_of_thousands_of_processes_is_whole(mount):
     """More processes than one batch of the listing's walk (1,024): the entries
     come while the walk goes on, in order, none lost or twice."""
-    holder = subprocess.Popen([sys.executable, "-c", MANY_PROCESSES, "2500"],
+    holder = subprocess.Popen([sys.executable, "-c", PROCESSES_HOLDER, "2500"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"
