@@ -156,20 +156,6 @@ class _Chunks:
             return pieces[0]
         return b"".join(pieces)
 
-    def drop(self, size):
-        """Forget the first `size` bytes (all if fewer)."""
-        rest = min(size, self._size)
-        self._size -= rest
-        while rest:
-            left = len(self._chunks[0]) - self._taken
-            if left <= rest:
-                self._chunks.popleft()
-                self._taken = 0
-                rest -= left
-            else:
-                self._taken += rest
-                rest = 0
-
 
 class OpenIterator:
     """One open(): the link attached for it and the iterator read from it.
@@ -348,7 +334,7 @@ class OpenIterator:
             self._buffer.clear()
         buffered_end = self._offset + len(self._buffer)
         if offset <= buffered_end:
-            self._buffer.drop(offset - self._offset)
+            self._buffer.take(offset - self._offset)     # a seek: rare, the copy is cheap
             self._offset = offset
             return
         self._offset = buffered_end
