@@ -240,8 +240,7 @@ class OpenIterator:
 
     def _start_pump(self):
         with self._mutex:
-            if self._pumping or self._stopping or self._eof or self._error is not None \
-                    or len(self._buffer) >= self._limit:
+            if self._pumping or self._error is not None or self._pump_should_rest():
                 return
             self._pumping = True
         self._pump = self._executor.submit(self._run_pump)
@@ -258,6 +257,10 @@ class OpenIterator:
         finally:
             self._stopping = False
 
+    def _pump_should_rest(self):
+        """Under _mutex: whether the pump has nothing to do now."""
+        return self._stopping or self._eof or len(self._buffer) >= self._limit
+
     def _run_pump(self):
         """Worker thread: read the iterator until the buffer is full or it ends."""
         with _Lowered() as thread:
@@ -267,7 +270,7 @@ class OpenIterator:
         executor = self._executor
         read = self.stream.read
         with self._mutex:
-            if self._stopping or self._eof or len(self._buffer) >= self._limit:
+            if self._pump_should_rest():
                 self._pumping = False
                 return
         try:
@@ -294,7 +297,7 @@ class OpenIterator:
                         self._eof or len(self._buffer) >= self._wanted)
                     if waiting:
                         self._waiting = False
-                    done = self._stopping or self._eof or len(self._buffer) >= self._limit
+                    done = self._pump_should_rest()
                     if done:
                         self._pumping = False
                 if waiting:
