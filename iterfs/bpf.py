@@ -18,7 +18,9 @@ import logging
 import os
 import threading
 
-from .libbpf import BTF_KIND_FUNC, LIBBPF_DEBUG, LIBBPF_INFO, LIBBPF_WARN, ffi, lib, libc
+from . import kconfig as kernel_config
+from .libbpf import (BPF_PROG_TYPE_TRACING, BPF_TRACE_ITER, BTF_KIND_FUNC, LIBBPF_DEBUG,
+                     LIBBPF_INFO, LIBBPF_WARN, ffi, lib, libc)
 
 log = logging.getLogger("iterfs.libbpf")
 
@@ -103,10 +105,21 @@ def _last_warning(messages):
 class Object:
     """An ELF object file of BPF programs, opened and then loaded into the kernel."""
 
-    def __init__(self, path):
+    def __init__(self, path, kconfig=None):
+        """`kconfig`: CONFIG_ lines for the object's __kconfig externs; by
+        default, values read off the running system where libbpf cannot read
+        the kernel's config itself (see kconfig.py)."""
         self.path = os.fspath(path)
+        if kconfig is None:
+            kconfig = kernel_config.fallback()
+        opts = ffi.NULL
+        if kconfig:
+            kconfig_text = ffi.new("char[]", kconfig.encode())
+            opts = ffi.new("struct bpf_object_open_opts *")
+            opts.sz = ffi.sizeof("struct bpf_object_open_opts")
+            opts.kconfig = kconfig_text
         with _CapturedWarnings() as warnings:
-            self._obj = lib.bpf_object__open_file(self.path.encode(), ffi.NULL)
+            self._obj = lib.bpf_object__open_file(self.path.encode(), opts)
             code = ffi.errno
         if self._obj == ffi.NULL:
             self._obj = None
@@ -165,9 +178,9 @@ class Object:
         self.close()
 
 
-def load(path):
+def load(path, kconfig=None):
     """Open and load an object file; close it (a context manager) when done."""
-    obj = Object(path)
+    obj = Object(path, kconfig)
     try:
         return obj.load()
     except BaseException:
@@ -193,6 +206,13 @@ class Program:
     @property
     def fd(self):
         return lib.bpf_program__fd(self._prog)
+
+    def set_autoload(self, autoload):
+        """Whether Object.load() loads this program: off for a variant the
+        running kernel cannot take. Before load only."""
+        code = lib.bpf_program__set_autoload(self._prog, autoload)
+        if code < 0:
+            raise _error(f"set autoload of {self.name}", -code)
 
     def attach_iterator(self, *, pid=None, tid=None, map_id=None):
         """Attach as an iterator. `pid` limits a task iterator to one process,
@@ -391,30 +411,68 @@ def map_ids():
 
 
 class KernelTargets:
-    """The iterator targets the running kernel registers. Each has a function
-    bpf_iter_<target> in the kernel's BTF (or a module's), which libbpf looks
-    up to load the program: a target missing there can never be loaded."""
+    """The iterator targets the running kernel registers, and whether it takes a
+    program for each. A target has a function bpf_iter_<target> in the kernel's
+    BTF (or a module's), which libbpf looks up to load the program: a target
+    missing there can never be loaded."""
 
     def __init__(self):
         self._vmlinux = lib.btf__load_vmlinux_btf()
         if self._vmlinux == ffi.NULL:
             self._vmlinux = None
             raise _error("load the kernel's BTF", ffi.errno or errno.ENOENT)
+        self._refusals = {}
 
     def __contains__(self, target):
+        return self._find(target) is not None
+
+    def _find(self, target):
+        """(module name or None, BTF type id) of bpf_iter_<target>, or None."""
         name = f"bpf_iter_{target}".encode()
-        if lib.btf__find_by_name_kind(self._vmlinux, name, BTF_KIND_FUNC) > 0:
-            return True
-        return any(self._in_module(module, name) for module in _btf_modules())
+        type_id = lib.btf__find_by_name_kind(self._vmlinux, name, BTF_KIND_FUNC)
+        if type_id > 0:
+            return None, type_id
+        for module in _btf_modules():
+            type_id = self._in_module(module, name)
+            if type_id > 0:
+                return module, type_id
+        return None
 
     def _in_module(self, module, name):
         btf = lib.btf__load_module_btf(module.encode(), self._vmlinux)
         if btf == ffi.NULL:
-            return False
+            return -1
         try:
-            return lib.btf__find_by_name_kind(btf, name, BTF_KIND_FUNC) > 0
+            return lib.btf__find_by_name_kind(btf, name, BTF_KIND_FUNC)
         finally:
             lib.btf__free(btf)
+
+    def refusal(self, target):
+        """Why the kernel takes no program for `target`, or None if it takes one.
+
+        The test is the least program there is: `return 0`, attached to the
+        target. A kernel that lacks the target, or refuses even that program
+        (some builds refuse every iter/bpf_map_elem program with EPERM), can
+        serve no view of it; a view whose program fails where this loads is
+        refused for what its program does."""
+        if target not in self._refusals:
+            self._refusals[target] = self._probe(target)
+        return self._refusals[target]
+
+    def _probe(self, target):
+        found = self._find(target)
+        if found is None:
+            return (f"iterator target {target} is not in this kernel "
+                    f"(no bpf_iter_{target} in its BTF)")
+        module, type_id = found
+        module_fd = _kernel_btf_fd(module) if module else -1
+        if module and module_fd < 0:
+            return f"iterator target {target}: module {module}'s BTF cannot be opened"
+        try:
+            return _load_empty_iterator(target, type_id, max(module_fd, 0))
+        finally:
+            if module_fd >= 0:
+                os.close(module_fd)
 
     def close(self):
         if self._vmlinux is not None:
@@ -426,6 +484,54 @@ class KernelTargets:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# r0 = 0; exit: BPF_ALU64 | BPF_MOV | BPF_K, then BPF_JMP | BPF_EXIT
+_EMPTY_PROGRAM = ((0xb7, 0, 0, 0), (0x95, 0, 0, 0))
+
+
+def _load_empty_iterator(target, type_id, module_fd):
+    insns = ffi.new("struct bpf_insn[]", _EMPTY_PROGRAM)
+    log_buf = ffi.new("char[]", 4096)
+    opts = ffi.new("struct bpf_prog_load_opts *")
+    opts.sz = ffi.sizeof("struct bpf_prog_load_opts")
+    opts.expected_attach_type = BPF_TRACE_ITER
+    opts.attach_btf_id = type_id
+    opts.attach_btf_obj_fd = module_fd
+    opts.log_level = 1
+    opts.log_size = len(log_buf)
+    opts.log_buf = log_buf
+    fd = lib.bpf_prog_load(BPF_PROG_TYPE_TRACING, b"iterfs_probe", b"GPL", insns,
+                           len(_EMPTY_PROGRAM), opts)
+    if fd >= 0:
+        os.close(fd)
+        return None
+    said = [line for line in ffi.string(log_buf).decode(errors="replace").splitlines()
+            if line and not line[0].isdigit() and not line.startswith(("processed ", "verification"))]
+    detail = f": {said[-1]}" if said else ""
+    return (f"the kernel refuses even an empty iter/{target} program: "
+            f"{os.strerror(-fd)} ({errno.errorcode.get(-fd, -fd)}){detail}")
+
+
+def _kernel_btf_fd(module):
+    """An fd of the kernel's BTF object of `module`, or -1."""
+    next_id = ffi.new("uint32_t *")
+    btf_id = 0
+    name = ffi.new("char[]", 64)
+    while lib.bpf_btf_get_next_id(btf_id, next_id) == 0:
+        btf_id = next_id[0]
+        fd = lib.bpf_btf_get_fd_by_id(btf_id)
+        if fd < 0:
+            continue
+        info = ffi.new("struct bpf_btf_info *")
+        info.name = int(ffi.cast("uintptr_t", name))
+        info.name_len = len(name)
+        size = ffi.new("uint32_t *", ffi.sizeof(info[0]))
+        if lib.bpf_obj_get_info_by_fd(fd, info, size) == 0 and info.kernel_btf and \
+                ffi.string(name).decode(errors="replace") == module:
+            return fd
+        os.close(fd)
+    return -1
 
 
 def _btf_modules():

@@ -43,6 +43,58 @@ ffi.cdef("""
         char name[16];
     };
 
+    /* include/uapi/linux/bpf.h */
+    struct bpf_insn {
+        uint8_t code;
+        uint8_t regs;       /* dst_reg:4, src_reg:4 */
+        int16_t off;
+        int32_t imm;
+    };
+
+    /* bpf.h, as in libbpf 1.1: the fields up to the verifier log */
+    struct bpf_prog_load_opts {
+        size_t sz;
+        int attempts;
+        uint32_t expected_attach_type;
+        uint32_t prog_btf_fd;
+        uint32_t prog_flags;
+        uint32_t prog_ifindex;
+        uint32_t kern_version;
+        uint32_t attach_btf_id;
+        uint32_t attach_prog_fd;
+        uint32_t attach_btf_obj_fd;
+        const int *fd_array;
+        const void *func_info;
+        uint32_t func_info_cnt;
+        uint32_t func_info_rec_size;
+        const void *line_info;
+        uint32_t line_info_cnt;
+        uint32_t line_info_rec_size;
+        uint32_t log_level;
+        uint32_t log_size;
+        char *log_buf;
+    };
+
+    /* libbpf.h, as in libbpf 1.1: the fields up to kconfig */
+    struct bpf_object_open_opts {
+        size_t sz;
+        const char *object_name;
+        bool relaxed_maps;
+        const char *pin_root_path;
+        uint32_t removed_attach_prog_fd;
+        const char *kconfig;
+    };
+
+    /* include/uapi/linux/bpf.h: the leading fields only */
+    struct bpf_btf_info {
+        uint64_t btf;
+        uint32_t btf_size;
+        uint32_t id;
+        uint64_t name;
+        uint32_t name_len;
+        uint32_t kernel_btf;
+    };
+
     /* libbpf.h */
     struct bpf_iter_attach_opts {
         size_t sz;
@@ -50,7 +102,8 @@ ffi.cdef("""
         uint32_t link_info_len;
     };
 
-    struct bpf_object *bpf_object__open_file(const char *path, const void *opts);
+    struct bpf_object *bpf_object__open_file(const char *path,
+                                             const struct bpf_object_open_opts *opts);
     int bpf_object__load(struct bpf_object *obj);
     void bpf_object__close(struct bpf_object *obj);
     const char *bpf_object__name(const struct bpf_object *obj);
@@ -60,6 +113,7 @@ ffi.cdef("""
     const char *bpf_program__name(const struct bpf_program *prog);
     const char *bpf_program__section_name(const struct bpf_program *prog);
     int bpf_program__fd(const struct bpf_program *prog);
+    int bpf_program__set_autoload(struct bpf_program *prog, bool autoload);
     int bpf_program__set_log_buf(struct bpf_program *prog, char *log_buf,
                                  size_t log_size);
     struct bpf_link *bpf_program__attach_iter(const struct bpf_program *prog,
@@ -73,6 +127,11 @@ ffi.cdef("""
     int bpf_map_get_next_id(uint32_t start_id, uint32_t *next_id);
     int bpf_map_get_fd_by_id(uint32_t id);
     int bpf_obj_get_info_by_fd(int bpf_fd, void *info, uint32_t *info_len);
+    int bpf_prog_load(uint32_t prog_type, const char *prog_name, const char *license,
+                      const struct bpf_insn *insns, size_t insn_cnt,
+                      struct bpf_prog_load_opts *opts);
+    int bpf_btf_get_next_id(uint32_t start_id, uint32_t *next_id);
+    int bpf_btf_get_fd_by_id(uint32_t id);
 
     /* btf.h */
     struct btf *btf__load_vmlinux_btf(void);
@@ -96,3 +155,5 @@ libc = ffi.dlopen(None)
 
 LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
 BTF_KIND_FUNC = 12
+BPF_PROG_TYPE_TRACING = 26
+BPF_TRACE_ITER = 28

@@ -14,8 +14,6 @@ char LICENSE[] SEC("license") = "GPL";
 #define AF_INET6	10
 #define RTF_GATEWAY	0x0002
 
-extern bool CONFIG_IPV6_SUBTREES __kconfig __weak;
-
 /*
  * A route that uses a nexthop object takes the object's fib6_nh, or that of the
  * first member of a group; NULL where there is none. Read with CO-RE probes: the
@@ -59,7 +57,7 @@ int ipv6_route(struct bpf_iter__ipv6_route *ctx)
 	flags = rt->fib6_flags;
 
 	BPF_SEQ_PRINTF(seq, "%pi6 %02x ", &rt->fib6_dst.addr, rt->fib6_dst.plen);
-	if (CONFIG_IPV6_SUBTREES)
+	if (bpf_core_field_exists(rt->fib6_src))	/* CONFIG_IPV6_SUBTREES */
 		BPF_SEQ_PRINTF(seq, "%pi6 %02x ", &rt->fib6_src.addr, rt->fib6_src.plen);
 	else
 		BPF_SEQ_PRINTF(seq, "00000000000000000000000000000000 00 ");
