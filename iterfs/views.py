@@ -45,8 +45,17 @@ STATUS_NUMBER = 0
 VERIFIER_LINES = 5
 
 
-class TargetMissing(bpf.BpfError):
-    """The program's iterator target is not in the running kernel."""
+class TargetUnsupported(Exception):
+    """The running kernel lacks the program's iterator target, or refuses even
+    an empty program for it: no program of ours could be served there."""
+
+
+class ProgramRejected(Exception):
+    """The kernel takes programs for the target but refused this one: our bug."""
+
+    def __init__(self, reason, details=()):
+        super().__init__(reason)
+        self.details = list(details)
 
 
 @dataclasses.dataclass(eq=False)
@@ -144,7 +153,12 @@ class StatusFile:
 
 @dataclasses.dataclass
 class Entry:
-    """One program file's line in .status."""
+    """One program file's line in .status. Its state is one of
+    serving: loaded and served;
+    unsupported: the kernel lacks the target or refuses any program for it;
+    rejected: the kernel takes programs for the target but not this one;
+    skipped: never reached the kernel (a compile error, an untrusted file, a
+    name taken)."""
     name: str
     source: str
     state: str = "serving"
@@ -152,10 +166,10 @@ class Entry:
     reason: str = ""
     details: list = dataclasses.field(default_factory=list)
 
-    def skip(self, reason, details=()):
-        self.state, self.reason, self.details = "skipped", reason, list(details)
+    def skip(self, reason, details=(), state="skipped", level=logging.ERROR):
+        self.state, self.reason, self.details = state, reason, list(details)
         suffix = f" [{' | '.join(self.details)}]" if self.details else ""
-        log.error("view %s skipped: %s%s", self.name, reason, suffix)
+        log.log(level, "view %s %s: %s%s", self.name, state, reason, suffix)
 
 
 @dataclasses.dataclass
@@ -217,10 +231,12 @@ class ViewTable(collections.abc.Mapping):
             return
         try:
             view = self._view(candidate, current, targets, entry)
+        except TargetUnsupported as error:
+            entry.skip(str(error), state="unsupported", level=logging.INFO)
+        except ProgramRejected as error:
+            entry.skip(str(error), error.details, state="rejected")
         except CompileError as error:
             entry.skip(error.strerror, error.details)
-        except bpf.VerifierError as error:
-            entry.skip(error.strerror, _log_tail(error.log))
         except UntrustedError as error:         # a header it includes
             entry.skip(f"refused: {error.strerror}")
         except OSError as error:
@@ -244,10 +260,15 @@ class ViewTable(collections.abc.Mapping):
         try:
             program = _iterator_program(obj, candidate.path)
             entry.target = program.iterator_target
-            if program.iterator_target not in targets:
-                raise TargetMissing(errno.ENOENT, f"iterator target {entry.target} is not "
-                                    f"in this kernel (no bpf_iter_{entry.target} in its BTF)")
-            obj.load()
+            refusal = targets.refusal(entry.target)
+            if refusal:
+                raise TargetUnsupported(refusal)
+            try:
+                obj.load()
+            except bpf.VerifierError as error:
+                raise ProgramRejected(error.strerror, _log_tail(error.log)) from error
+            except bpf.BpfError as error:
+                raise ProgramRejected(error.strerror) from error
         except BaseException:
             obj.close()
             raise
