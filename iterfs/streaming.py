@@ -187,7 +187,8 @@ class OpenIterator:
         self._waiting = False        # a request waits for the pump's next chunks
         self._wanted = 0             # how many bytes it waits for
         self._progress = trio.Event()
-        self._start_pump()
+        # The walk starts at the first read, as /proc's does: a file that lists
+        # the reader's own fds (task_file/self) then shows itself.
 
     @property
     def _executor(self):
