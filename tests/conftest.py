@@ -2,6 +2,7 @@
 
 import collections
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -12,15 +13,64 @@ from pathlib import Path
 
 import pytest
 
+from iterfs import bpf
+
 ROOT = Path(__file__).resolve().parent.parent
 OBJECTS = ROOT / "build" / "progs"
-VIEWS = sorted(p.name[:-len(".bpf.c")] for p in (ROOT / "progs").glob("*.bpf.c"))
+ALL_VIEWS = sorted(p.name[:-len(".bpf.c")] for p in (ROOT / "progs").glob("*.bpf.c"))
 STATUS = ".status"
+
+
+def view_target(view):
+    """The iterator target of a built-in view's program, from its object file."""
+    with bpf.Object(OBJECTS / f"{view}.bpf.o") as obj:
+        return next(p.iterator_target for p in obj.programs if p.iterator_target)
+
+
+@functools.cache
+def kernel_refusal(target):
+    """Why the running kernel takes no program for `target` (it lacks it, or
+    refuses even an empty program), or None: the probe the daemon makes."""
+    with bpf.KernelTargets() as targets:
+        return targets.refusal(target)
+
+
+# The views this kernel can serve; the others are `unsupported` in .status.
+VIEWS = [view for view in ALL_VIEWS if not kernel_refusal(view_target(view))]
+UNSUPPORTED_VIEWS = {view: kernel_refusal(view_target(view)) for view in ALL_VIEWS
+                     if view not in VIEWS}
 # What the mount's root lists: the views and the status file.
 ROOT_ENTRIES = sorted([*VIEWS, STATUS])
 TEST_OBJECTS = ROOT / "build" / "tests"
 MOUNT_PY = ROOT / "mount.py"
 MOUNT_TIMEOUT = 30
+
+
+def needs_target(*targets):
+    """Skips a test where the kernel lacks a target or refuses any program for
+    it, naming the kernel's reason; a program of ours it rejects still fails."""
+    reasons = [reason for target in targets if (reason := kernel_refusal(target))]
+    return pytest.mark.skipif(bool(reasons), reason=f"kernel: {'; '.join(reasons)}")
+
+
+def needs_view(*views):
+    """needs_target() for the targets of built-in views."""
+    return needs_target(*{view_target(view) for view in views})
+
+
+def parse_status(text):
+    """.status as {view: (state, target, source, [reason and detail lines])}."""
+    lines = text.splitlines()
+    assert lines[0].split() == ["view", "state", "target", "source"]
+    entries = {}
+    for line in lines[1:]:
+        if line.startswith("  "):
+            entries[name][3].append(line.strip())
+        else:
+            name, state, target, source = line.split(None, 3)
+            assert name not in entries, f"{name} twice in {lines}"
+            entries[name] = (state, target, source, [])
+    return entries
 
 
 class Daemon:
@@ -132,9 +182,15 @@ def running_daemon(path, *args, objects=OBJECTS, prefix=()):
         assert "Traceback" not in daemon.log(), daemon.log()
 
 
-@pytest.fixture(scope="module")
+def _mount_scope(fixture_name, config):
+    # Under make test-kernels a mount costs seconds in an emulated VM: there
+    # one mount serves the whole run.
+    return "session" if os.environ.get("ITERFS_SHARED_MOUNT") else "module"
+
+
+@pytest.fixture(scope=_mount_scope)
 def mount(tmp_path_factory):
-    """One mount shared by a module's tests."""
+    """One mount shared by a module's tests (by all, under make test-kernels)."""
     with running_daemon(tmp_path_factory.mktemp("iterfs") / "mnt") as daemon:
         yield daemon
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import running_daemon
+from conftest import needs_target, running_daemon
 
 ZERO_POINTER = "0" * 16
 
@@ -420,6 +420,7 @@ def test_listing_shows_each_owner(users, shared):
         assert os.stat(shared.mountpoint / "task_file" / str(other.pid)).st_uid == users[1].uid
 
 
+@needs_target("bpf_map_elem")
 def test_map_views_are_root_only(users):
     """A map's elements through a view of one's own: root's alone, as bpftool's."""
     top = Path(tempfile.mkdtemp(prefix="iterfs-access-", dir="/tmp"))

@@ -22,7 +22,9 @@ import pytest
 
 from iterfs import bpf
 
-from conftest import ROOT, TEST_OBJECTS, read_in_chunks
+from conftest import ROOT, TEST_OBJECTS, needs_view, read_in_chunks
+
+pytestmark = needs_view('bpf_prog', 'bpf_map', 'bpf_link')
 
 OBJECT = TEST_OBJECTS / "bpf_objects.bpf.o"
 
@@ -113,7 +115,8 @@ class Objects:
     programs: dict = field(default_factory=dict)     # name: id
     maps: dict = field(default_factory=dict)         # name: id
     map_fds: dict = field(default_factory=dict)      # name: fd
-    links: dict = field(default_factory=dict)        # type: (id, (attach, target))
+    links: dict = field(default_factory=dict)        # program: (type, id, attach, target)
+    refused: dict = field(default_factory=dict)      # program not loaded: the kernel's reason
 
 
 def cgroup2_mount():
@@ -144,34 +147,56 @@ def network_namespace():
         os.close(fd)
 
 
+@contextlib.contextmanager
+def load_objects():
+    """The test's object loaded, and {program: the kernel's reason} for the
+    programs left out: the map element iterator where the kernel refuses any."""
+    refused = {}
+    with bpf.Object(OBJECT) as obj:
+        with bpf.KernelTargets() as targets:
+            refusal = targets.refusal("bpf_map_elem")
+        if refusal:
+            obj.program("objects_map_elem").set_autoload(False)
+            refused["objects_map_elem"] = refusal
+        obj.load()
+        yield obj, refused
+
+
 @pytest.fixture(scope="module")
 def objects():
     with contextlib.ExitStack() as stack:
         made = Objects()
-        obj = stack.enter_context(bpf.load(OBJECT))
+        obj, made.refused = stack.enter_context(load_objects())
         for program in obj.programs:
-            made.programs[program.name] = fdinfo_id(program.fd, "prog_id")
+            if program.name not in made.refused:
+                made.programs[program.name] = fdinfo_id(program.fd, "prog_id")
         maps = own_maps()
         made.maps = {name: map_id for name, (_, map_id) in maps.items()}
         made.map_fds = {name: fd for name, (fd, _) in maps.items()}
         for key in range(3):        # a hash without preallocation counts its elements
             add_element(made.map_fds["t_hash_nopre"], key)
 
-        def keep(kind, link_fd, attach, target):
+        def keep(kind, program, link_fd, attach, target):
             stack.callback(os.close, link_fd)
-            made.links[kind] = (fdinfo_id(link_fd, "link_id"), (attach, target))
+            made.links[program.name] = (kind, fdinfo_id(link_fd, "link_id"), attach, target)
 
-        program = obj.program("objects_map_elem")
-        info = ffi.new("uint32_t[4]", [maps["t_hash"][0], 0, 0, 0])
-        opts = ffi.new("struct link_create_opts *", {
-            "sz": ffi.sizeof("struct link_create_opts"), "iter_info": info,
-            "iter_info_len": ffi.sizeof(info)})
-        keep("iter", checked(libbpf.bpf_link_create(program.fd, 0, BPF_TRACE_ITER, opts),
-                             "iterator link"),
-             "-", f"bpf_map_elem:{made.maps['t_hash']}")
+        program = obj.program("objects_bpf_map")
+        keep("iter", program, checked(libbpf.bpf_link_create(program.fd, 0, BPF_TRACE_ITER,
+                                                             ffi.NULL), "iterator link"),
+             "-", "bpf_map")
+        if "objects_map_elem" not in made.refused:
+            program = obj.program("objects_map_elem")
+            info = ffi.new("uint32_t[4]", [maps["t_hash"][0], 0, 0, 0])
+            opts = ffi.new("struct link_create_opts *", {
+                "sz": ffi.sizeof("struct link_create_opts"), "iter_info": info,
+                "iter_info_len": ffi.sizeof(info)})
+            keep("iter", program,
+                 checked(libbpf.bpf_link_create(program.fd, 0, BPF_TRACE_ITER, opts),
+                         "map element iterator link"),
+                 "-", f"bpf_map_elem:{made.maps['t_hash']}")
 
         program = obj.program("objects_raw_tp")
-        keep("raw_tracepoint",
+        keep("raw_tracepoint", program,
              checked(libbpf.bpf_raw_tracepoint_open(b"task_rename", program.fd),
                      "raw tracepoint link"), "-", "task_rename")
 
@@ -180,14 +205,14 @@ def objects():
         cgroup_fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
         stack.callback(os.close, cgroup_fd)
         program = obj.program("objects_cgroup")
-        keep("cgroup", checked(libbpf.bpf_link_create(program.fd, cgroup_fd,
+        keep("cgroup", program, checked(libbpf.bpf_link_create(program.fd, cgroup_fd,
                                                       BPF_CGROUP_INET_INGRESS, ffi.NULL),
                                "cgroup link"),
              "cgroup_inet_ingress", str(os.stat(cgroup).st_ino))
 
         netns_fd = stack.enter_context(network_namespace())
         program = obj.program("objects_sk_lookup")
-        keep("netns", checked(libbpf.bpf_link_create(program.fd, netns_fd, BPF_SK_LOOKUP,
+        keep("netns", program, checked(libbpf.bpf_link_create(program.fd, netns_fd, BPF_SK_LOOKUP,
                                                      ffi.NULL), "netns link"),
              "sk_lookup", str(os.fstat(netns_fd).st_ino))
         yield made
@@ -279,12 +304,14 @@ def check_program(row, record, kernel_enums):
         (row, record)
 
 
+@pytest.mark.kernel
 def test_programs_as_bpftool_shows_them(mount, objects, kernel_enums):
     rows, records = read_with_oracle(mount, "bpf_prog", "prog", PROG_HEADER)
     for prog_id, record in records.items():
         check_program(rows[prog_id], record, kernel_enums)
     expected_types = {"objects_socket": "socket_filter", "objects_kprobe": "kprobe",
                       "objects_raw_tp": "raw_tracepoint", "objects_map_elem": "tracing",
+                      "objects_bpf_map": "tracing",
                       "objects_cgroup": "cgroup_skb", "objects_sk_lookup": "sk_lookup"}
     for name, prog_id in objects.programs.items():
         assert prog_id in records, name
@@ -294,7 +321,7 @@ def test_programs_as_bpftool_shows_them(mount, objects, kernel_enums):
 
 
 def test_load_time_is_seconds_since_boot(mount):
-    with bpf.load(OBJECT) as obj:
+    with load_objects() as (obj, _):
         loaded = time.clock_gettime(time.CLOCK_BOOTTIME)
         prog_id = fdinfo_id(obj.program("objects_kprobe").fd, "prog_id")
         rows = parse((mount.mountpoint / "bpf_prog").read_text(), PROG_HEADER)
@@ -336,6 +363,7 @@ def memory_computed_here():
     return bounds[0] <= tuple(map(int, release)) < bounds[1]
 
 
+@pytest.mark.kernel
 def test_maps_as_bpftool_shows_them(mount, objects, kernel_enums):
     rows, records = read_with_oracle(mount, "bpf_map", "map", MAP_HEADER)
     for map_id, record in records.items():
@@ -410,17 +438,25 @@ def check_link(row, record, kernel_enums):
     assert row["target"] == target, (row, record)
 
 
+@pytest.mark.kernel
 def test_links_as_bpftool_shows_them(mount, objects, kernel_enums):
     rows, records = read_with_oracle(mount, "bpf_link", "link", LINK_HEADER)
     for link_id, record in records.items():
         check_link(rows[link_id], record, kernel_enums)
-    programs = {"iter": "objects_map_elem", "raw_tracepoint": "objects_raw_tp",
-                "cgroup": "objects_cgroup", "netns": "objects_sk_lookup"}
-    for kind, (link_id, (attach, target)) in objects.links.items():
-        assert link_id in records, kind
+    for program, (kind, link_id, attach, target) in objects.links.items():
+        assert link_id in records, program
         row = rows[link_id]
         assert (row["type"], row["attach"], row["target"]) == (kind, attach, target)
-        assert int(row["prog"]) == objects.programs[programs[kind]]
+        assert int(row["prog"]) == objects.programs[program]
+
+
+def test_map_element_iterator_link_names_its_map(mount, objects):
+    """An iterator over one map's elements shows which map: bpf_map_elem:<id>."""
+    if "objects_map_elem" in objects.refused:
+        pytest.skip(objects.refused["objects_map_elem"])
+    rows, _ = read_with_oracle(mount, "bpf_link", "link", LINK_HEADER)
+    kind, link_id, _, target = objects.links["objects_map_elem"]
+    assert rows[link_id]["target"] == target == f"bpf_map_elem:{objects.maps['t_hash']}"
 
 
 # --- iterfs's own objects

@@ -11,7 +11,9 @@ import subprocess
 
 import pytest
 
-from conftest import read_in_chunks, read_quiet
+from conftest import needs_view, read_in_chunks, read_quiet
+
+pytestmark = needs_view('ipv6_route')
 
 DEVICE = "iterfstest6rt"
 PREFIX = "2001:db8:6a"             # every route the test adds is under 2001:db8:6a00::/40
@@ -138,12 +140,14 @@ def find(lines, destination, length, device=None):
     return [row for row in found if device is None or row[9] == device]
 
 
+@pytest.mark.kernel
 def test_same_lines_as_proc(mount, routes):
     proc, ours = read_routes(mount)
     assert ours == proc
     assert len(find(ours, f"{PREFIX}01::", 48)) == 1
 
 
+@pytest.mark.kernel
 def test_each_route_as_the_kernel_shows_it(mount, routes):
     proc, ours = read_routes(mount)
     assert ours == proc

@@ -14,7 +14,9 @@ import re
 
 import pytest
 
-from conftest import Holders, read_in_chunks
+from conftest import Holders, needs_view, read_in_chunks
+
+pytestmark = needs_view('kmem_cache')
 
 SLABINFO = "/proc/slabinfo"
 HEADER = [
@@ -96,6 +98,7 @@ def slabinfo_line(cache, active_objs):
             f" : slabdata {cache.active_slabs:>6} {cache.num_slabs:>6} {cache.sharedavail:>6}")
 
 
+@pytest.mark.kernel
 def test_same_caches_in_the_same_order(mount):
     before, ours, after = read_compared(mount)
     assert len(ours) > 50
@@ -106,6 +109,7 @@ def test_same_caches_in_the_same_order(mount):
     assert names(ours)[-2:] == ["kmem_cache_node", "kmem_cache"]
 
 
+@pytest.mark.kernel
 def test_lines_printed_with_procs_widths(mount):
     before, ours, after = read_compared(mount)
     still = [(b, o) for b, o, a in zip(before, ours, after)

@@ -20,7 +20,9 @@ import re
 
 import pytest
 
-from conftest import read_in_chunks
+from conftest import needs_view, read_in_chunks
+
+pytestmark = needs_view('ksym')
 
 KALLSYMS = "/proc/kallsyms"
 BPF = "\t[bpf]"
@@ -74,6 +76,7 @@ def compare(mount, read=read_whole):
     return ours
 
 
+@pytest.mark.kernel
 def test_same_bytes_as_proc(mount):
     ours = compare(mount)
     lines = ours.splitlines()

@@ -6,7 +6,9 @@ import struct
 
 import pytest
 
-from conftest import OpenSockets, read_in_chunks, read_quiet
+from conftest import OpenSockets, needs_view, read_in_chunks, read_quiet
+
+pytestmark = needs_view('netlink')
 
 HEADER = ("sk               Eth Pid        Groups   Rmem     Wmem     Dump  Locks    "
           "Drops    Inode")
@@ -88,6 +90,7 @@ def open_every_kind(sockets):
     return made
 
 
+@pytest.mark.kernel
 def test_same_lines_as_proc(mount, sockets):
     open_every_kind(sockets)
     proc, ours = read_netlink(mount)
@@ -95,6 +98,7 @@ def test_same_lines_as_proc(mount, sockets):
     assert ours == proc
 
 
+@pytest.mark.kernel
 def test_each_socket_as_the_kernel_shows_it(mount, sockets):
     made = open_every_kind(sockets)
     proc, ours = read_netlink(mount)

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import running_daemon
+from conftest import needs_view, running_daemon
+
+pytestmark = needs_view('task')
 
 COLUMNS = ("tgid", "tid", "ppid", "uid", "state", "prio", "nice", "threads", "cpu",
            "utime", "stime", "start", "rss", "comm")
@@ -257,6 +259,7 @@ def stop_quietly(process):
     time.sleep(0.02)    # the last thread to stop told the parent before it left the CPU
 
 
+@pytest.mark.kernel
 def test_stopped_process_every_thread_equals_proc(mount, burnt):
     """Ours is read first after the threads burnt CPU time: computed from the
     tick samples, not read back from what /proc stored."""
@@ -296,6 +299,7 @@ def named():
     kill(worker.process)
 
 
+@pytest.mark.kernel
 def test_sleeping_process_every_thread_equals_proc(mount, named):
     ours, proc = read_stable(mount, named.pid)
     assert_same(ours, proc)

@@ -9,9 +9,13 @@ import threading
 
 import pytest
 
-from conftest import PROCESSES_HOLDER, escape_newlines, fdinfo, parse_task_file, process_fds
+from conftest import (PROCESSES_HOLDER, escape_newlines, fdinfo, needs_view, parse_task_file,
+                      process_fds)
+
+pytestmark = needs_view('task_file')
 
 
+@pytest.mark.kernel
 def test_process_file_lists_exactly_its_fds(mount, holder):
     rows = parse_task_file((mount.mountpoint / "task_file" / str(holder.pid)).read_text())
     expected = {fd: escape_newlines(path) for fd, path in process_fds(holder.pid).items()}
@@ -50,6 +54,7 @@ print(json.dumps({"pid": os.getpid(), "text": text, "fds": own}))
 """
 
 
+@pytest.mark.kernel
 def test_self_is_the_reader(mount):
     out = subprocess.run([sys.executable, "-c", READ_SELF, str(mount.mountpoint)],
                          check=True, capture_output=True, text=True).stdout

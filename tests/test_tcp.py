@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import kill_quietly, process_fds, read_in_chunks, read_quiet, running_daemon
+from conftest import (kill_quietly, needs_view, process_fds, read_in_chunks, read_quiet,
+                      running_daemon)
+
+pytestmark = needs_view('tcp')
 from test_tcp6 import TCP_DEFER_ACCEPT, Sockets, normalised
 
 HEADER = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
@@ -182,6 +185,7 @@ def syn_recv(sockets):
     return sockets.keep(socket.create_connection((LOOPBACK, deferred.getsockname()[1])))
 
 
+@pytest.mark.kernel
 def test_same_lines_as_proc(mount, sockets, nobody):
     every_state(sockets, nobody)
     proc, ours = same_as_proc(mount)
@@ -221,6 +225,7 @@ def test_lines_padded_as_proc_pads_them(mount, sockets):
         assert len(line) == WIDTH or (len(line) > WIDTH and line[-1] != " "), repr(line)
 
 
+@pytest.mark.kernel
 def test_rows_match_by_inode(mount, sockets, nobody):
     """Each of the test's sockets has its own /proc line, found by inode."""
     every_state(sockets, nobody)

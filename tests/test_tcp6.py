@@ -8,7 +8,10 @@ import time
 
 import pytest
 
-from conftest import OpenSockets, hold_sockets, read_in_chunks, read_quiet, running_daemon
+from conftest import (OpenSockets, hold_sockets, needs_view, read_in_chunks, read_quiet,
+                      running_daemon)
+
+pytestmark = needs_view('tcp6')
 
 HEADER = ("  sl  local_address                         remote_address                        "
           "st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode")
@@ -68,6 +71,7 @@ def every_state(sockets):
     time.sleep(0.2)
 
 
+@pytest.mark.kernel
 def test_same_lines_as_proc(mount, sockets):
     every_state(sockets)
     proc, ours = read_tcp6(mount)
@@ -77,6 +81,7 @@ def test_same_lines_as_proc(mount, sockets):
     assert {"01", "06", "08", "0A", "05", "03"} <= states, states
 
 
+@pytest.mark.kernel
 def test_rows_match_by_inode(mount, sockets):
     """Each of the test's sockets has its own /proc line, found by inode."""
     every_state(sockets)

@@ -247,8 +247,16 @@ int objects_raw_tp(void *ctx)
 	return 0;
 }
 
+/* Not loaded where the kernel refuses every bpf_map_elem program (the test
+   turns its autoload off): objects_bpf_map makes an iter link everywhere. */
 SEC("iter/bpf_map_elem")
 int objects_map_elem(struct bpf_iter__bpf_map_elem *ctx)
+{
+	return 0;
+}
+
+SEC("iter/bpf_map")
+int objects_bpf_map(struct bpf_iter__bpf_map *ctx)
 {
 	return 0;
 }
