@@ -39,11 +39,13 @@ DESTDIR ?=
 LIBDIR := $(PREFIX)/lib/iterfs
 UNITDIR := $(PREFIX)/lib/systemd/system
 
-.PHONY: help setup system venv programs run test bench install clean FORCE
+.PHONY: help setup system venv programs run test test-kernels bench install clean FORCE
 
 help:
 	@echo "make run    set up, then mount iterfs at $(MOUNTPOINT) in the foreground"
 	@echo "make test   set up, then run the test suite"
+	@echo "make test-kernels  the kernel-dependent tests on this kernel and, in QEMU,"
+	@echo "            on Debian 12's 6.1 and 6.12 cloud kernels (see README, Kernels)"
 	@echo "make bench  set up, then run the benchmarks in bench/"
 	@echo "make setup  install packages, create $(VENV), build the BPF programs"
 	@echo "make install  install iterfs and its systemd unit under PREFIX=$(PREFIX)"
@@ -107,6 +109,12 @@ run: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest tests
+
+# KERNELS="running 6.1" for a part of the matrix; kernels/vm.py installs QEMU and
+# virtme-ng where missing and fetches the kernel packages into build/kernels.
+KERNELS ?=
+test-kernels: setup
+	$(VENV)/bin/python kernels/matrix.py $(KERNELS)
 
 bench: setup $(VENV)/.bench-installed $(BUILD)/fuse_floor $(BUILD)/bench/floors.bpf.o
 	$(VENV)/bin/python bench/run.py

@@ -369,8 +369,9 @@ def test_maps_as_bpftool_shows_them(mount, objects, kernel_enums):
     for map_id, record in records.items():
         check_map(rows[map_id], record, kernel_enums)
     if not memory_computed_here():
+        # What the README says of other kernels than those the computation is for.
         assert {row["memlock"] for row in rows.values()} == {"-"}
-        pytest.skip(f"memory is computed for other kernels than {os.uname().release}")
+        return
     for name, map_id in objects.maps.items():
         assert map_id in records, name
         row = rows[map_id]

@@ -1,0 +1,92 @@
+"""One kernel's column of the matrix, run on that kernel (natively or in a VM).
+
+Mounts iterfs, reads what became of each built-in view from /.status, then runs
+the kernel-dependent tests (`pytest -m kernel`) with one mount shared by all.
+The last line printed is `ITERFS-MATRIX <json>`, which kernels/matrix.py reads:
+
+    {"kernel": release, "views": {view: [state, reason]}, "tests": {outcome: n},
+     "failed": [test ids], "seconds": s}
+
+Exits 0 when no view is rejected and no test failed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+MARKER = "ITERFS-MATRIX "
+
+
+def mount_bpffs():
+    """bpftool and the tests pin nothing, but a machine may want it there."""
+    if not os.path.ismount("/sys/fs/bpf"):
+        subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=False)
+
+
+def view_states():
+    """{view: [state, reason]} as a mount's /.status says."""
+    from conftest import ALL_VIEWS, STATUS, parse_status, running_daemon
+
+    with tempfile.TemporaryDirectory(prefix="iterfs-matrix-") as top:
+        with running_daemon(Path(top) / "mnt") as daemon:
+            entries = parse_status((daemon.mountpoint / STATUS).read_text())
+    states = {}
+    for view in ALL_VIEWS:
+        state, _, _, lines = entries.get(view, ("missing", "-", "-", []))
+        reason = " ".join(line.removeprefix("reason: ") for line in lines[:1])
+        states[view] = [state, reason]
+    return states
+
+
+def run_tests(extra):
+    """pytest -m kernel; {outcome: count} and the failed tests' ids."""
+    report = Path(tempfile.mkdtemp(prefix="iterfs-matrix-")) / "report.xml"
+    environment = dict(os.environ, ITERFS_SHARED_MOUNT="1", PYTHONDONTWRITEBYTECODE="1")
+    subprocess.run([sys.executable, "-m", "pytest", "-m", "kernel", "-p", "no:cacheprovider",
+                    "-q", "-rs", f"--junitxml={report}", *extra, str(ROOT / "tests")],
+                   cwd=ROOT, env=environment, check=False)
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    failed = []
+    if not report.exists():
+        counts["failed"] = 1
+        return counts, ["pytest wrote no report"]
+    for case in ElementTree.parse(report).getroot().iter("testcase"):
+        name = f"{case.get('classname')}::{case.get('name')}"
+        if case.find("failure") is not None or case.find("error") is not None:
+            counts["failed"] += 1
+            failed.append(name)
+        elif case.find("skipped") is not None:
+            counts["skipped"] += 1
+        else:
+            counts["passed"] += 1
+    return counts, failed
+
+
+def main():
+    start = time.monotonic()
+    mount_bpffs()
+    result = {"kernel": os.uname().release}
+    try:
+        result["views"] = view_states()
+    except Exception as error:     # reported in the table, not a traceback
+        result["views"] = {}
+        result["error"] = f"mount: {error}"
+    result["tests"], result["failed"] = run_tests(sys.argv[1:])
+    result["seconds"] = round(time.monotonic() - start)
+    print(MARKER + json.dumps(result), flush=True)
+    rejected = [view for view, (state, _) in result["views"].items() if state != "serving"
+                and state != "unsupported"]
+    return 1 if rejected or result["failed"] or "error" in result else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
