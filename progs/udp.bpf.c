@@ -17,20 +17,17 @@ static void udp_show_header(struct seq_file *seq)
 	udp_seq_pad(seq, start, UDP4_LINE_WIDTH);
 }
 
-static void udp_show_socket(struct seq_file *seq, struct udp_sock *up,
-			    const struct udp_line *line)
+static void udp_show_socket(struct seq_file *seq, const struct udp_line *line)
 {
-	struct inet_sock *inet = &up->inet;
-	struct sock_common *skc = &inet->sk.__sk_common;
 	__u64 start = seq->count;
 
 	BPF_SEQ_PRINTF(seq, "%5d: %08X:%04X %08X:%04X %02X %08X:%08X ",
-		       line->bucket, skc->skc_rcv_saddr, bpf_ntohs(inet->inet_sport),
-		       skc->skc_daddr, bpf_ntohs(skc->skc_dport), line->state,
+		       line->bucket, line->local_address[0], line->local_port,
+		       line->remote_address[0], line->remote_port, line->state,
 		       line->tx_queue, line->rx_queue);
 	BPF_SEQ_PRINTF(seq, "%02X:%08lX %08X %5u %8d %llu %d %pK %u",
 		       0, 0L, 0, line->uid, 0, line->inode, line->ref,
-		       reader_pointer(seq, up), line->drops);
+		       reader_pointer(seq, (void *)line->sk), line->drops);
 	udp_seq_pad(seq, start, UDP4_LINE_WIDTH);
 }
 

@@ -5,11 +5,15 @@
  *
  * The udp iterator visits sockets by udp_table->hash2 (address and port) and
  * gives that slot as ctx->bucket, but /proc goes through udp_table->hash (port
- * only) and prints that slot in `sl`: other numbers, in another order. So the
- * program does not print the iterator's socket. Each call walks on through
- * udp_table->hash, under RCU, from where the last call stopped, and prints the
- * lines that fit in the seq_file buffer; the iterator's calls are only the
- * chances to print, and the final call (no socket) prints what is left.
+ * only) and prints that slot in `sl`: other numbers, in another order. (Before
+ * 6.5 the iterator goes through udp_table->hash too, but it resumes each read()
+ * by counting sockets: see compat.h.) So the program does not print the
+ * iterator's socket. Each call walks on through udp_table->hash, under RCU,
+ * from where the last call stopped, and prints the lines that fit in the
+ * seq_file buffer; the iterator's calls are only the chances to print, and the
+ * final call (no socket) prints what is left. Where kernels differ (the table
+ * of a network namespace, the iterator's references, bpf_rdonly_cast()), the
+ * shims are in compat.h.
  *
  * A view that includes this file defines udp_show_header() and
  * udp_show_socket(), and its program calls udp_table_show().
@@ -22,6 +26,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "compat.h"
 #include "sock.h"
 
 #define AF_INET		2
@@ -39,24 +44,6 @@
 #define UID_GID_MAP_MAX_EXTENTS		340
 /* from_kuid_munged's answer for an unmapped uid (kernel.overflowuid, by default). */
 #define OVERFLOWUID	65534
-
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
-
-/* The udp table per network namespace, since 6.2: without it the view does not load. */
-struct netns_ipv4___udp_table {
-	struct udp_table *udp_table;
-} __attribute__((preserve_access_index));
-
-struct net___udp_table {
-	struct netns_ipv4___udp_table ipv4;
-} __attribute__((preserve_access_index));
-
-/* Since 6.7 the iterator holds a reference on each socket of its current batch. */
-struct bpf_udp_iter_state___batch {
-	unsigned int cur_sk;
-	unsigned int end_sk;
-	void *batch;
-} __attribute__((preserve_access_index));
 
 /* A place in the walk: the next line to print. */
 struct udp_position {
@@ -79,7 +66,10 @@ struct udp_walk {
 	__u32 overflowed;	/* this call's text is lost */
 };
 
-/* Keyed by the iterator's session id; a reader that closes early leaves its entry to LRU. */
+/*
+ * Keyed by the iterator's session id. A reader that closes early leaves its
+ * entry to LRU, and before 6.5 so does every walk that ended (udp_table_show()).
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -87,27 +77,33 @@ struct {
 	__type(value, struct udp_walk);
 } udp_walks SEC(".maps");
 
-/* One socket's numbers, as /proc computes them; the view prints them and the addresses. */
+/* One socket's line, as /proc computes it; the view prints it. */
 struct udp_line {
 	__u32 bucket;
 	__u32 state;
 	int tx_queue;
 	int rx_queue;
-	__u32 uid;
-	int ref;
+	__u32 uid;		/* as the reader sees it (first read: the kuid) */
+	int ref;		/* less the iterator's (first read: the refcount) */
 	__u64 inode;
+	__u64 sk;		/* the socket's address, for %pK */
 	__u32 drops;
+	__u16 local_port;	/* host order */
+	__u16 remote_port;
+	/* Network order; an AF_INET socket's in [0] (skc_rcv_saddr, skc_daddr). */
+	__u32 local_address[4];
+	__u32 remote_address[4];
 };
 
 static void udp_show_header(struct seq_file *seq);
-static void udp_show_socket(struct seq_file *seq, struct udp_sock *up,
-			    const struct udp_line *line);
+static void udp_show_socket(struct seq_file *seq, const struct udp_line *line);
 
 /* What every line of one call needs to know. */
 struct udp_line_source {
 	__u64 user_ns;		/* seq_user_ns(seq) */
 	__u64 held_batch;	/* the sockets the iterator holds a reference on */
 	__u32 held;
+	int family;
 };
 
 /* What one call knows, for the bpf_loop callback: the same at every step. */
@@ -118,7 +114,6 @@ struct udp_walk_call {
 	__u64 net;
 	__u64 hash;		/* udp_table->hash */
 	__u32 mask;
-	int family;
 };
 
 static __always_inline bool seq_has_room(struct seq_file *seq)
@@ -246,26 +241,92 @@ static __always_inline int iterator_references(const struct udp_line_source *sou
 }
 
 /*
- * One socket's numbers. A global function, verified once on its own: inlined
- * in the walk, its branches multiply with the walk's.
+ * The fields of a socket that its line prints as they are, and the kernel's uid
+ * and reference count, by plain loads through bpf_rdonly_cast() (6.2 on: see
+ * compat.h).
  */
-__noinline int udp_line_fill(__u64 sk_address, const struct udp_line_source *source,
-			     struct udp_line *line)
+static __always_inline void udp_line_load(__u64 sk_address, int family, struct udp_line *line)
 {
 	struct udp_sock *up = bpf_rdonly_cast((void *)sk_address,
 					      bpf_core_type_id_kernel(struct udp_sock));
 	struct sock *sk = &up->inet.sk;
+	struct sock_common *skc = &sk->__sk_common;
+
+	line->state = skc->skc_state;
+	line->tx_queue = sk->sk_wmem_alloc.refs.counter - 1;			/* sk_wmem_alloc_get() */
+	line->rx_queue = sk->sk_backlog.rmem_alloc.counter - up->forward_deficit; /* udp_rqueue_get() */
+	line->uid = sk->sk_uid.val;
+	line->ref = skc->skc_refcnt.refs.counter;
+	line->local_port = bpf_ntohs(up->inet.inet_sport);
+	line->remote_port = bpf_ntohs(skc->skc_dport);
+	if (family == AF_INET) {
+		line->local_address[0] = skc->skc_rcv_saddr;
+		line->remote_address[0] = skc->skc_daddr;
+	} else {
+		__builtin_memcpy(line->local_address, &skc->skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(line->remote_address, &skc->skc_v6_daddr, 16);
+	}
+}
+
+/* The same, with bpf_probe_read_kernel(): where the kernel has no bpf_rdonly_cast(). */
+static __always_inline void udp_line_probe(__u64 sk_address, int family, struct udp_line *line)
+{
+	struct udp_sock *up = (void *)sk_address;
+	struct sock *sk = &up->inet.sk;
+	struct sock_common *skc = &sk->__sk_common;
+
+	line->state = BPF_CORE_READ(skc, skc_state);
+	line->tx_queue = BPF_CORE_READ(sk, sk_wmem_alloc.refs.counter) - 1;
+	line->rx_queue = BPF_CORE_READ(sk, sk_backlog.rmem_alloc.counter) -
+			 BPF_CORE_READ(up, forward_deficit);
+	line->uid = BPF_CORE_READ(sk, sk_uid.val);
+	line->ref = BPF_CORE_READ(skc, skc_refcnt.refs.counter);
+	line->local_port = bpf_ntohs(BPF_CORE_READ(&up->inet, inet_sport));
+	line->remote_port = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	if (family == AF_INET) {
+		line->local_address[0] = BPF_CORE_READ(skc, skc_rcv_saddr);
+		line->remote_address[0] = BPF_CORE_READ(skc, skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(&line->local_address, skc, skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&line->remote_address, skc, skc_v6_daddr);
+	}
+}
+
+/*
+ * One socket's line. A global function, verified once on its own: inlined in
+ * the walk, its branches multiply with the walk's.
+ */
+__noinline int udp_line_fill(__u64 sk_address, const struct udp_line_source *source,
+			     struct udp_line *line)
+{
+	struct sock *sk = (void *)sk_address;
 
 	if (!source || !line)
 		return 0;
-	line->state = sk->__sk_common.skc_state;
-	line->tx_queue = sk->sk_wmem_alloc.refs.counter - 1;			/* sk_wmem_alloc_get() */
-	line->rx_queue = sk->sk_backlog.rmem_alloc.counter - up->forward_deficit; /* udp_rqueue_get() */
-	line->uid = uid_seen_from(source->user_ns, sk->sk_uid.val);
-	line->ref = sk->__sk_common.skc_refcnt.refs.counter - iterator_references(source, sk_address);
+	if (has_rdonly_cast())
+		udp_line_load(sk_address, source->family, line);
+	else
+		udp_line_probe(sk_address, source->family, line);
+	line->sk = sk_address;
+	line->uid = uid_seen_from(source->user_ns, line->uid);
+	line->ref -= iterator_references(source, sk_address);
 	line->inode = sock_inode(sk);
 	line->drops = sock_drops(sk);
 	return 0;
+}
+
+/* Whether the socket is one the view shows: of its family, in its namespace. */
+static __always_inline bool udp_sock_shown(__u64 sk_address, const struct udp_walk_call *call)
+{
+	struct sock_common *skc = (void *)sk_address;
+
+	if (has_rdonly_cast()) {
+		skc = bpf_rdonly_cast(skc, bpf_core_type_id_kernel(struct sock_common));
+		return skc->skc_family == call->source.family &&
+		       (__u64)skc->skc_net.net == call->net;
+	}
+	return BPF_CORE_READ(skc, skc_family) == call->source.family &&
+	       (__u64)BPF_CORE_READ(skc, skc_net.net) == call->net;
 }
 
 /* One step of the walk: one node of a chain, or on to the next slot. */
@@ -273,8 +334,6 @@ static long udp_walk_step(__u64 step, void *data)
 {
 	struct udp_walk_call *call = data;
 	struct udp_walk *walk = call->walk;
-	struct sock_common *skc;
-	struct udp_sock *up;
 	struct udp_line line;
 	__u64 sk_address, next;
 
@@ -304,8 +363,7 @@ static long udp_walk_step(__u64 step, void *data)
 	}
 
 	sk_address = walk->node - bpf_core_field_offset(struct sock, __sk_common.skc_node);
-	skc = bpf_rdonly_cast((void *)sk_address, bpf_core_type_id_kernel(struct sock_common));
-	if (skc->skc_family == call->family && (__u64)skc->skc_net.net == call->net) {
+	if (udp_sock_shown(sk_address, call)) {
 		if (!seq_has_room(call->seq)) {
 			/* A call that printed nothing asks for an empty buffer. */
 			if (!walk->printed) {
@@ -316,8 +374,7 @@ static long udp_walk_step(__u64 step, void *data)
 		}
 		line = (struct udp_line){ .bucket = walk->next.bucket };
 		udp_line_fill(sk_address, &call->source, &line);
-		up = bpf_rdonly_cast((void *)sk_address, bpf_core_type_id_kernel(struct udp_sock));
-		udp_show_socket(call->seq, up, &line);
+		udp_show_socket(call->seq, &line);
 		walk->printed++;
 	}
 	walk->node = next;
@@ -343,14 +400,12 @@ static __always_inline int udp_table_show(struct bpf_iter__udp *ctx, int family)
 	struct bpf_iter_meta *meta = ctx->meta;
 	struct seq_file *seq = meta->seq;
 	struct udp_walk *walk = udp_walk_get(meta);
-	struct bpf_udp_iter_state___batch *iter;
 	struct seq_net_private *private;
-	struct net___udp_table *net;
 	struct udp_table *table;
 	bool final = !ctx->udp_sk;
 	__u64 id = meta->session_id;
 	__u64 used = seq->count;
-	__u32 cur, end;
+	struct net *net;
 
 	if (!walk)
 		return 0;
@@ -360,26 +415,21 @@ static __always_inline int udp_table_show(struct bpf_iter__udp *ctx, int family)
 	walk->overflowed = 0;
 
 	private = BPF_CORE_READ(seq, private);
-	net = (void *)BPF_CORE_READ(private, net);
-	table = BPF_CORE_READ(net, ipv4.udp_table);
+	net = BPF_CORE_READ(private, net);
+	table = udp_iter_table(seq, net);
 	struct udp_walk_call call = {
 		.seq = seq,
 		.walk = walk,
 		.net = (__u64)net,
 		.hash = (__u64)BPF_CORE_READ(table, hash),
 		.mask = BPF_CORE_READ(table, mask),
-		.family = family,
+		.source.family = family,
 	};
 	call.source.user_ns = (__u64)BPF_CORE_READ(seq, file, f_cred, user_ns);
-	if (bpf_core_type_exists(struct bpf_udp_iter_state___batch) && !final) {
-		iter = (void *)private;
-		cur = BPF_CORE_READ(iter, cur_sk);
-		end = BPF_CORE_READ(iter, end_sk);
-		if (cur < end) {
-			call.source.held_batch = (__u64)BPF_CORE_READ(iter, batch) +
-						 cur * sizeof(__u64);
-			call.source.held = end - cur < UDP_BATCH_MAX ? end - cur : UDP_BATCH_MAX;
-		}
+	if (!final) {
+		udp_iter_held(seq, &call.source.held_batch, &call.source.held);
+		if (call.source.held > UDP_BATCH_MAX)
+			call.source.held = UDP_BATCH_MAX;
 	}
 
 	if (!walk->next.header_done) {
@@ -406,7 +456,12 @@ static __always_inline int udp_table_show(struct bpf_iter__udp *ctx, int family)
 		walk->next = walk->start;
 		return 0;
 	}
-	if (final)
+	/*
+	 * The walk is over. Where the iterator may call again after its end
+	 * (before 6.5: see compat.h), the finished walk stays, so that those
+	 * calls print nothing; LRU drops it in time.
+	 */
+	if (final && udp_iter_batches())
 		bpf_map_delete_elem(&udp_walks, &id);
 	return 0;
 }

@@ -18,6 +18,7 @@
  * rather than return a table with sockets missing.
  */
 #include "iterfs.h"
+#include "compat.h"
 #include "sock.h"
 #include "scratch.h"
 
@@ -103,12 +104,17 @@ static __always_inline __u32 hold_name(struct scratch *s, __u32 at, struct unix_
 	}
 	if (at > HELD_MAX + PREFIX_SIZE)
 		return 0;
+	at = bounded(at, HELD_MAX + PREFIX_SIZE);
 	s->text[at] = ' ';
 	bpf_probe_read_kernel(&s->text[at + 1], length, name);
 	return length + 1;
 }
 
-/* Appends the socket's line to what is held; false if there is no room. */
+/*
+ * Appends the socket's line to what is held; false if there is no room. Each
+ * write at a computed place in s->text is bounded() where it is made, after
+ * the check that returns: for verifiers before 6.9 (see compat.h).
+ */
 static bool hold_line(struct scratch *s, struct unix_sock *u)
 {
 	struct sock *sk = &u->sk;
@@ -118,7 +124,8 @@ static bool hold_line(struct scratch *s, struct unix_sock *u)
 
 	if (at > HELD_MAX)
 		return false;
-	n = BPF_SNPRINTF(&s->text[at], PREFIX_SIZE, "%pK: %08X %08X %08X %04X %02X %5lu",
+	n = BPF_SNPRINTF(&s->text[bounded(at, HELD_MAX)], PREFIX_SIZE,
+			 "%pK: %08X %08X %08X %04X %02X %5lu",
 			 s->hide_pointers ? NULL : sk,
 			 BPF_CORE_READ(sk, __sk_common.skc_refcnt.refs.counter) - ITERATOR_REF,
 			 0, BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN ? __SO_ACCEPTCON : 0,
@@ -131,6 +138,7 @@ static bool hold_line(struct scratch *s, struct unix_sock *u)
 		at += hold_name(s, at, addr);
 	if (at > HELD_MAX + LINE_ROOM - 1)
 		return false;
+	at = bounded(at, HELD_MAX + LINE_ROOM - 1);
 	s->text[at] = '\n';
 	s->length = at + 1;
 	return true;

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import OBJECTS, ROOT, OpenSockets, read_in_chunks, read_quiet
+from conftest import OBJECTS, OpenSockets, ROOT, needs_view, read_in_chunks, read_quiet
+
+pytestmark = needs_view('unix')
 from iterfs import bpf
 
 PROC = "/proc/net/unix"
@@ -179,6 +181,7 @@ def iterator_link():
             yield link
 
 
+@pytest.mark.kernel
 def test_same_file_as_proc(mount, sockets):
     every_kind(sockets)
     proc, ours = read_unix(mount)
@@ -186,6 +189,7 @@ def test_same_file_as_proc(mount, sockets):
     assert ours == proc
 
 
+@pytest.mark.kernel
 def test_rows_match_by_inode(mount, sockets):
     made = every_kind(sockets)
     proc, ours = read_unix(mount)
