@@ -12,6 +12,7 @@ Exits 0 when no view is rejected and no test failed.
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 MARKER = "ITERFS-MATRIX "
+FILE_LIMIT = 65536
+# Loading every view takes tens of seconds under emulation.
+MOUNT_TIMEOUT = 300
 
 
 def mount_bpffs():
@@ -81,6 +85,13 @@ def run_tests(extra):
 def main():
     start = time.monotonic()
     mount_bpffs()
+    # A guest starts with 1024 fds; the host's tests expect the daemon's room.
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (FILE_LIMIT, FILE_LIMIT))
+    except (ValueError, OSError):   # no CAP_SYS_RESOURCE: as high as the hard limit
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    os.environ.setdefault("ITERFS_MOUNT_TIMEOUT", str(MOUNT_TIMEOUT))
     result = {"kernel": os.uname().release}
     try:
         result["views"] = view_states()

@@ -21,13 +21,12 @@ import pytest
 
 from iterfs import bpf, kconfig
 
-from conftest import (ALL_VIEWS, MOUNT_PY, OBJECTS, ROOT, STATUS, kernel_refusal, needs_view,
-                      parse_status, view_target)
+from conftest import (ALL_VIEWS, MOUNT_PY, MOUNT_TIMEOUT, OBJECTS, ROOT, STATUS,
+                      kernel_refusal, needs_view, parse_status, view_target)
 
 pytestmark = pytest.mark.kernel
 
 KCONFIG_EXTERN = re.compile(r"^extern\s[^;]*?\b(CONFIG_\w+)\s+__kconfig", re.M)
-NAMESPACE_TIMEOUT = 30
 
 
 def test_every_built_in_view_is_served_or_unsupported(mount):
@@ -124,7 +123,7 @@ class HiddenConfigDaemon:
         return result.stdout
 
     def wait_mounted(self):
-        deadline = time.monotonic() + NAMESPACE_TIMEOUT
+        deadline = time.monotonic() + MOUNT_TIMEOUT
         while self.inside("mountpoint", "-q", str(self.mountpoint)).returncode != 0:
             assert self.process.poll() is None, self.log()
             assert time.monotonic() < deadline, self.log()
