@@ -22,12 +22,14 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 #include "scratch.h"
+#include "compat.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 #define PATH_SIZE 4096
 #define LINE_SIZE 128
 #define NAME_SIZE 128
+#define BUILT_END (2 * PATH_SIZE)	/* where the path being built ends in s->escaped */
 #define NAME_COLUMN 72		/* seq_setwidth(m, 25 + sizeof(void *) * 6 - 1) */
 
 #define VM_READ 0x1
@@ -40,7 +42,6 @@ char LICENSE[] SEC("license") = "GPL";
 #define VSYSCALL_ADDR 0xffffffffff600000ULL
 #define MM_CONTEXT_HAS_VSYSCALL 1	/* a bit number, arch/x86/include/asm/mmu.h */
 
-extern unsigned int LINUX_KERNEL_VERSION __kconfig;
 extern int CONFIG_PAGE_SHIFT __kconfig __weak;
 extern bool CONFIG_COMPAT __kconfig __weak;
 extern bool CONFIG_X86_VSYSCALL_EMULATION __kconfig __weak;
@@ -53,10 +54,15 @@ extern void bpf_task_release(struct task_struct *p) __ksym __weak;
 /* What vm_ops->name is for _install_special_mapping()'s VMAs: [vdso], [vvar]... */
 extern const void special_mapping_name __ksym __weak;
 
-/* prctl(PR_SET_VMA_ANON_NAME) names: only with CONFIG_ANON_VMA_NAME. */
-struct vm_area_struct___anon_name {
-	struct anon_vma_name *anon_name;
-} __attribute__((preserve_access_index));
+/*
+ * The d_op->d_dname of the filesystems whose files can be mapped and that name
+ * their files themselves: what d_path() gives for such a file is what these
+ * functions print (pipefs, nsfs and pidfs files cannot be mapped).
+ */
+extern const void simple_dname __ksym __weak;		/* shmem, secretmem, aio... */
+extern const void anon_inodefs_dname __ksym __weak;	/* perf_event, io_uring, bpf maps... */
+extern const void sockfs_dname __ksym __weak;		/* packet rings, XDP sockets... */
+extern const void dmabuffs_dname __ksym __weak;		/* dma-buf exporters */
 
 /* The part of the iterator's state that says how it was attached. */
 struct bpf_iter_seq_task_common___type {
@@ -91,7 +97,23 @@ struct {
 	__type(value, struct walk);
 } walks SEC(".maps");
 
+/*
+ * A walk from a dentry up to the reader's root: fs/d_path.c, __prepend_path().
+ * Kept in the scratch map value, not on the stack, where the verifier would
+ * follow every value it takes from one step to the next.
+ */
+struct path_walk {
+	__u64 dentry;
+	__u64 mount;
+	__u64 root_dentry;
+	__u64 root_mnt;
+	__u32 start;		/* the path so far is s->escaped[start, BUILT_END) */
+	bool escaped;		/* above its mount's root: d_path() gives "/" */
+	bool too_long;
+};
+
 struct scratch {
+	struct path_walk walk;
 	char line[LINE_SIZE];
 	char name[NAME_SIZE];
 	char path[PATH_SIZE];
@@ -165,42 +187,6 @@ static __always_inline __u32 mm_has_gate(struct mm_struct *mm)
 #endif
 }
 
-/*
- * Puts `value` at line[at] in hexadecimal (base 16) or decimal, with at least
- * `width` digits (zeros before); returns where the line goes on. A function of
- * its own, verified once: inlined, its loops multiply.
- */
-__noinline __u32 put_number(struct scratch *s, __u32 at, __u64 value, __u32 base, __u32 width)
-{
-	char digits[32];
-	__u32 n = 0;
-
-	if (!s)
-		return at;
-	if (base == 16) {
-		for (int i = 0; i < 16; i++) {
-			__u32 digit = value & 15;
-
-			digits[n++ & 31] = digit < 10 ? '0' + digit : 'a' + digit - 10;
-			value >>= 4;
-			if (!value)
-				break;
-		}
-	} else {
-		for (int i = 0; i < 20; i++) {
-			digits[n++ & 31] = '0' + value % 10;
-			value /= 10;
-			if (!value)
-				break;
-		}
-	}
-	for (int i = 0; i < 16 && n < width; i++)
-		digits[n++ & 31] = '0';
-	for (int i = 0; i < 32 && n > 0; i++)
-		s->line[at++ & (LINE_SIZE - 1)] = digits[--n & 31];
-	return at;
-}
-
 /* The fields show_vma_header_prefix() prints. */
 struct vma_header {
 	__u64 start;
@@ -211,46 +197,41 @@ struct vma_header {
 	__u32 dev;
 };
 
+/* What seq_pad() writes at most: spaces up to NAME_COLUMN, then one. */
+static const char spaces[NAME_COLUMN + 1] = { [0 ... NAME_COLUMN] = ' ' };
+
 /*
  * The line up to where the name goes: the tgid in a walk of all, then the
- * header; with a name, the padding to NAME_COLUMN and a space (seq_pad).
+ * header (seq_put_hex_ll() and seq_put_decimal_ull() print as %08lx, %02x and
+ * %lu do); with a name, the padding to NAME_COLUMN and a space (seq_pad).
  * Written to the seq_file; returns what bpf_seq_write() returned.
  */
 static __always_inline long write_header(struct seq_file *seq, struct scratch *s, int type,
 					 __u32 tgid, struct vma_header *h, bool named)
 {
-	__u32 at = 0, column;
+	__u32 prefix = 0, length, pad = 0;
+	long written;
 
-	if (type == BPF_TASK_ITER_ALL) {
-		at = put_number(s, at, tgid, 10, 1);
-		s->line[at++ & (LINE_SIZE - 1)] = ' ';
-	}
-	column = at + NAME_COLUMN;
-	at = put_number(s, at, h->start, 16, 8);
-	s->line[at++ & (LINE_SIZE - 1)] = '-';
-	at = put_number(s, at, h->end, 16, 8);
-	s->line[at++ & (LINE_SIZE - 1)] = ' ';
-	s->line[at++ & (LINE_SIZE - 1)] = h->flags & VM_READ ? 'r' : '-';
-	s->line[at++ & (LINE_SIZE - 1)] = h->flags & VM_WRITE ? 'w' : '-';
-	s->line[at++ & (LINE_SIZE - 1)] = h->flags & VM_EXEC ? 'x' : '-';
-	s->line[at++ & (LINE_SIZE - 1)] = h->flags & VM_MAYSHARE ? 's' : 'p';
-	s->line[at++ & (LINE_SIZE - 1)] = ' ';
-	at = put_number(s, at, h->pgoff, 16, 8);
-	s->line[at++ & (LINE_SIZE - 1)] = ' ';
-	at = put_number(s, at, h->dev >> MINORBITS, 16, 2);
-	s->line[at++ & (LINE_SIZE - 1)] = ':';
-	at = put_number(s, at, h->dev & ((1U << MINORBITS) - 1), 16, 2);
-	s->line[at++ & (LINE_SIZE - 1)] = ' ';
-	at = put_number(s, at, h->ino, 10, 1);
-	s->line[at++ & (LINE_SIZE - 1)] = ' ';
+	s->name[0] = h->flags & VM_READ ? 'r' : '-';
+	s->name[1] = h->flags & VM_WRITE ? 'w' : '-';
+	s->name[2] = h->flags & VM_EXEC ? 'x' : '-';
+	s->name[3] = h->flags & VM_MAYSHARE ? 's' : 'p';
+	s->name[4] = 0;
+	if (type == BPF_TASK_ITER_ALL)
+		prefix = (BPF_SNPRINTF(s->line, 16, "%u ", tgid) - 1) & 15;
+	written = BPF_SNPRINTF(&s->line[prefix], LINE_SIZE - 16, "%08lx-%08lx %s %08llx %02x:%02x %lu ",
+			       h->start, h->end, s->name, h->pgoff, h->dev >> MINORBITS,
+			       h->dev & ((1U << MINORBITS) - 1), h->ino);
+	length = prefix + ((written - 1) & (LINE_SIZE - 1));
 	if (!named) {
-		s->line[at++ & (LINE_SIZE - 1)] = '\n';
-	} else {
-		for (int i = 0; i < NAME_COLUMN && at < column; i++)
-			s->line[at++ & (LINE_SIZE - 1)] = ' ';
-		s->line[at++ & (LINE_SIZE - 1)] = ' ';
+		s->line[length & (LINE_SIZE - 1)] = '\n';
+		return bpf_seq_write(seq, s->line, (length + 1) & (LINE_SIZE - 1));
 	}
-	return bpf_seq_write(seq, s->line, at & (LINE_SIZE - 1));
+	if (length < prefix + NAME_COLUMN)
+		pad = prefix + NAME_COLUMN - length;
+	pad = (pad + 1) & (LINE_SIZE - 1);
+	bpf_probe_read_kernel(&s->line[length & (LINE_SIZE - 1)], pad, spaces);
+	return bpf_seq_write(seq, s->line, (length + pad) & (LINE_SIZE - 1));
 }
 
 /* The gate VMA's line, for the mm that `mark` describes, if it has one. */
@@ -274,75 +255,27 @@ static __always_inline long write_gate(struct seq_file *seq, int type, struct mm
 	return err ?: bpf_seq_write(seq, "[vsyscall]\n", 11);
 }
 
-/* The path in s->path, `length` bytes, as seq_file_path(m, file, "\n") writes it. */
-static __always_inline void write_path_bytes(struct seq_file *seq, struct scratch *s, long length)
+static long prepend_name(__u32 index, void *unused)
 {
-	if (!has_newline(s, length)) {
-		s->path[length & (PATH_SIZE - 1)] = '\n';
-		bpf_seq_write(seq, s->path, (length & (PATH_SIZE - 1)) + 1);
-		return;
-	}
-	bpf_seq_write(seq, s->escaped, escape_path(length) & (sizeof(s->escaped) - 1));
-	bpf_seq_write(seq, "\n", 1);
-}
-
-/* A file's path as d_path() gives it, and the newline. */
-static __always_inline void write_path(struct seq_file *seq, struct scratch *s,
-				       struct path *path)
-{
-	long length = bpf_d_path(path, s->path, sizeof(s->path));
-
-	if (length <= 0) {
-		bpf_seq_write(seq, "?\n", 2);	/* longer than PATH_MAX */
-		return;
-	}
-	write_path_bytes(seq, s, length - 1);	/* without the terminating NUL */
-}
-
-/*
- * A file mapped through overlayfs or a FUSE passthrough is a backing file: the
- * file of the filesystem below. /proc shows the file the process opened, its
- * user path (file_user_path(), file_user_inode()), which bpf_d_path() cannot
- * be given: the program walks that path to the reader's root as d_path() does
- * (fs/d_path.c: prepend_path()), building it from the end of s->escaped.
- */
-static __always_inline bool is_backing_file(struct file *file)
-{
-	__u32 backing = LINUX_KERNEL_VERSION >= KERNEL_VERSION(6, 14, 0) ? 1 << 24 : 1 << 25;
-
-	if (!bpf_core_type_exists(struct backing_file))
-		return false;	/* before 6.5 */
-	return file->f_mode & backing;
-}
-
-#define BUILT_END (2 * PATH_SIZE)	/* where the path being built ends in s->escaped */
-
-struct path_walk {
-	__u64 dentry;
-	__u64 mount;
-	__u64 root_dentry;
-	__u64 root_mnt;
-	__u32 start;		/* the path so far is s->escaped[start, BUILT_END) */
-	bool escaped;		/* above its mount's root: d_path() gives "/" */
-	bool too_long;
-};
-
-static long prepend_name(__u32 index, struct path_walk *w)
-{
-	struct dentry *dentry = (void *)w->dentry, *parent;
-	struct mount *mount = (void *)w->mount, *parent_mount;
 	struct scratch *s = scratch();
+	struct dentry *dentry, *parent;
+	struct mount *mount, *parent_mount;
+	struct path_walk *w;
 	struct qstr name;
+	__u32 start;
 
 	if (!s)
 		return 1;
+	w = &s->walk;
+	dentry = (void *)w->dentry;
+	mount = (void *)w->mount;
 	if (w->dentry == w->root_dentry &&
 	    w->mount + bpf_core_field_offset(struct mount, mnt) == w->root_mnt)
 		return 1;	/* the reader's root */
 	if (dentry == BPF_CORE_READ(mount, mnt.mnt_root)) {
 		parent_mount = BPF_CORE_READ(mount, mnt_parent);
 		if (parent_mount == mount)
-			return 1;	/* the root of all */
+			return 1;	/* the root of all, or of a detached mount */
 		w->dentry = (__u64)BPF_CORE_READ(mount, mnt_mountpoint);
 		w->mount = (__u64)parent_mount;
 		return 0;
@@ -353,51 +286,139 @@ static long prepend_name(__u32 index, struct path_walk *w)
 		return 1;
 	}
 	BPF_CORE_READ_INTO(&name, dentry, d_name);
-	if (name.len > NAME_MAX || w->start < BUILT_END - PATH_SIZE + 2 + name.len) {
+	start = w->start;
+	if (name.len > NAME_MAX || start > BUILT_END || start < BUILT_END - PATH_SIZE + 2 + name.len) {
 		w->too_long = true;
 		return 1;
 	}
-	w->start -= name.len;
-	bpf_probe_read_kernel(&s->escaped[w->start & (BUILT_END - 1)], name.len & NAME_MAX,
-			      name.name);
-	w->start--;
-	s->escaped[w->start & (BUILT_END - 1)] = '/';
+	start -= name.len;
+	bpf_probe_read_kernel(&s->escaped[start & (BUILT_END - 1)], name.len & NAME_MAX, name.name);
+	start--;
+	s->escaped[start & (BUILT_END - 1)] = '/';
+	w->start = start;
 	w->dentry = (__u64)parent;
 	return 0;
 }
 
-static __always_inline void write_user_path(struct seq_file *seq, struct scratch *s,
-					    struct dentry *dentry, struct vfsmount *mnt)
+/*
+ * d_path() of a dentry that its filesystem names (d_op->d_dname), into s->path
+ * as the d_dname function formats it; what bpf_snprintf() returns (the length
+ * with the NUL), 0 for a function the program does not know.
+ */
+static __always_inline long dname(struct scratch *s, struct dentry *dentry, __u64 d_dname)
 {
-	struct task_struct *reader = bpf_get_current_task_btf();
-	struct path_walk w = {
-		.dentry = (__u64)dentry,
-		.mount = (__u64)mnt - bpf_core_field_offset(struct mount, mnt),
-		.root_dentry = (__u64)reader->fs->root.dentry,
-		.root_mnt = (__u64)reader->fs->root.mnt,
-		.start = BUILT_END,
-	};
-	bool deleted = !BPF_CORE_READ(dentry, d_hash.pprev) &&
-		       BPF_CORE_READ(dentry, d_parent) != dentry;	/* d_unlinked() */
-	__u32 length;
+	const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
 
-	bpf_loop(PATH_SIZE / 2, prepend_name, &w, 0);
-	if (w.too_long) {
-		bpf_seq_write(seq, "?\n", 2);
-		return;
+	/* fs/d_path.c: simple_dname(), for alloc_file_pseudo()'s files */
+	if (d_dname == (__u64)&simple_dname)
+		return BPF_SNPRINTF(s->path, sizeof(s->path), "/%s (deleted)", name);
+	/* fs/anon_inodes.c: anon_inodefs_dname() */
+	if (d_dname == (__u64)&anon_inodefs_dname)
+		return BPF_SNPRINTF(s->path, sizeof(s->path), "anon_inode:%s", name);
+	/* net/socket.c: sockfs_dname() */
+	if (d_dname == (__u64)&sockfs_dname)
+		return BPF_SNPRINTF(s->path, sizeof(s->path), "socket:[%lu]",
+				    BPF_CORE_READ(dentry, d_inode, i_ino));
+	/* drivers/dma-buf/dma-buf.c: dmabuffs_dname(), the name DMA_BUF_SET_NAME gave */
+	if (bpf_core_type_exists(struct dma_buf) && d_dname == (__u64)&dmabuffs_dname) {
+		struct dma_buf *dmabuf = BPF_CORE_READ(dentry, d_fsdata);
+		const char *dmabuf_name = BPF_CORE_READ(dmabuf, name);
+
+		if (!dmabuf_name)
+			return BPF_SNPRINTF(s->path, sizeof(s->path), "/%s:", name);
+		return BPF_SNPRINTF(s->path, sizeof(s->path), "/%s:%s", name, dmabuf_name);
 	}
-	if (w.escaped || w.start == BUILT_END) {
-		w.start = BUILT_END - 1;
-		s->escaped[w.start & (BUILT_END - 1)] = '/';
+	return 0;
+}
+
+/*
+ * The path in s->path, `length` bytes, as seq_path(m, path, "\n") writes it,
+ * and the newline: in s->path, or with a '\n' written \012 in s->escaped.
+ * Returns the length; negated where the text is in s->escaped.
+ */
+static __always_inline long end_path(struct scratch *s, __u32 length)
+{
+	__u32 written;
+
+	length &= PATH_SIZE - 1;
+	if (!has_newline(s, length)) {
+		s->path[length] = '\n';
+		return length + 1;
 	}
-	length = BUILT_END - w.start;
-	bpf_probe_read_kernel(s->path, length & (PATH_SIZE - 1),
-			      &s->escaped[w.start & (BUILT_END - 1)]);
+	written = escape_path(length) & (sizeof(s->escaped) - 1);
+	s->escaped[written] = '\n';
+	return -(long)(written + 1);
+}
+
+/*
+ * A mapped file's name, the path (dentry, mnt) as d_path() gives it, in
+ * s->path or s->escaped: end_path(). bpf_d_path() is not used: it takes only
+ * a pointer the verifier trusts, and whether it trusts vma->vm_file changes
+ * from one kernel build to another. So this does what d_path() does: a dentry
+ * its filesystem names itself (a file never linked anywhere) gets that name,
+ * unless it is the root of a mount; any other, the walk up to the reader's
+ * root (prepend_path()), with " (deleted)" after an unlinked one. A function
+ * of its own, verified once.
+ */
+__noinline long file_path(struct scratch *s, __u64 dentry_address, __u64 mnt_address)
+{
+	struct dentry *dentry = (void *)dentry_address, *parent;
+	struct vfsmount *mnt = (void *)mnt_address;
+	struct task_struct *reader = bpf_get_current_task_btf();
+	struct path_walk *w;
+	__u64 d_dname;
+	__u32 start;
+	bool deleted;
+	long length;
+
+	if (!s)
+		return 0;
+	parent = BPF_CORE_READ(dentry, d_parent);
+	d_dname = (__u64)BPF_CORE_READ(dentry, d_op, d_dname);
+	if (d_dname && (parent != dentry || dentry != BPF_CORE_READ(mnt, mnt_root))) {
+		length = dname(s, dentry, d_dname);
+		if (length <= 1)
+			return 0;	/* a d_dname this program does not know */
+		return end_path(s, length - 1);
+	}
+	w = &s->walk;
+	w->dentry = dentry_address;
+	w->mount = mnt_address - bpf_core_field_offset(struct mount, mnt);
+	w->root_dentry = (__u64)BPF_CORE_READ(reader, fs, root.dentry);
+	w->root_mnt = (__u64)BPF_CORE_READ(reader, fs, root.mnt);
+	w->start = BUILT_END;
+	w->escaped = false;
+	w->too_long = false;
+	deleted = !BPF_CORE_READ(dentry, d_hash.pprev) && parent != dentry;	/* d_unlinked() */
+	bpf_loop(PATH_SIZE / 2, prepend_name, NULL, 0);
+	start = w->start;
+	if (w->too_long || start > BUILT_END)
+		return 0;
+	if (w->escaped || start == BUILT_END) {
+		start = BUILT_END - 1;
+		s->escaped[start & (BUILT_END - 1)] = '/';
+	}
+	length = BUILT_END - start;
+	bpf_probe_read_kernel(s->path, length & (PATH_SIZE - 1), &s->escaped[start & (BUILT_END - 1)]);
 	if (deleted && length + 10 < PATH_SIZE) {
 		__builtin_memcpy(&s->path[length & (PATH_SIZE - 1)], " (deleted)", 10);
 		length += 10;
 	}
-	write_path_bytes(seq, s, length);
+	return end_path(s, length);
+}
+
+/* A mapped file's name and the newline; `?` where file_path() has none. */
+static __always_inline void write_path(struct seq_file *seq, struct scratch *s,
+				       struct dentry *dentry, struct vfsmount *mnt)
+{
+	long length = file_path(s, (__u64)dentry, (__u64)mnt);
+
+	if (length > 0)
+		bpf_seq_write(seq, s->path, ((length - 1) & (PATH_SIZE - 1)) + 1);
+	else if (length < 0)
+		bpf_seq_write(seq, s->escaped, -length & (sizeof(s->escaped) - 1));
+	else
+		bpf_seq_write(seq, "?\n", 2);	/* longer than PATH_MAX, or unknown */
 }
 
 /* A kernel string and the newline, as one write. */
@@ -419,20 +440,6 @@ static __always_inline void write_formatted(struct seq_file *seq, struct scratch
 		bpf_seq_write(seq, s->name, (length - 1) & (NAME_SIZE - 1));
 }
 
-/* A prctl(PR_SET_VMA_ANON_NAME) name, NULL without CONFIG_ANON_VMA_NAME. */
-static __always_inline const char *anon_name(struct vm_area_struct *vma)
-{
-	struct vm_area_struct___anon_name *named = (void *)vma;
-	struct anon_vma_name *anon_name;
-
-	if (!bpf_core_field_exists(struct vm_area_struct___anon_name, anon_name))
-		return NULL;
-	anon_name = BPF_CORE_READ(named, anon_name);
-	if (!anon_name)
-		return NULL;
-	return (const char *)anon_name + bpf_core_field_offset(struct anon_vma_name, name);
-}
-
 /* show_map_vma(): the header, then the name get_vma_name() gives. */
 static __always_inline void write_vma(struct seq_file *seq, struct scratch *s, int type,
 				      __u32 tgid, struct vm_area_struct *vma)
@@ -446,33 +453,38 @@ static __always_inline void write_vma(struct seq_file *seq, struct scratch *s, i
 		.end = vma->vm_end,
 		.flags = vma->vm_flags,
 	};
-	const char *name = anon_name(vma);
+	const char *name;
 
 	if (file) {
-		bool backing = is_backing_file(file);
-		struct backing_file *backing_file = (void *)file;
-		struct dentry *user_dentry = NULL;
-		struct vfsmount *user_mnt = NULL;
-		struct inode *inode = file->f_inode;
+		struct dentry *dentry;
+		struct vfsmount *mnt;
+		struct inode *inode;
 
-		if (backing) {
-			user_dentry = BPF_CORE_READ(backing_file, user_path.dentry);
-			user_mnt = BPF_CORE_READ(backing_file, user_path.mnt);
-			inode = BPF_CORE_READ(user_dentry, d_inode);
+		if (file_has_user_path(file)) {	/* a backing file */
+			struct backing_file *backing = (void *)file;
+
+			dentry = BPF_CORE_READ(backing, user_path.dentry);
+			mnt = BPF_CORE_READ(backing, user_path.mnt);
+			if (maps_show_user_inode())
+				inode = BPF_CORE_READ(dentry, d_inode);
+			else
+				inode = BPF_CORE_READ(file, f_inode);
+		} else {
+			dentry = BPF_CORE_READ(file, f_path.dentry);
+			mnt = BPF_CORE_READ(file, f_path.mnt);
+			inode = BPF_CORE_READ(file, f_inode);
 		}
 		h.dev = BPF_CORE_READ(inode, i_sb, s_dev);
 		h.ino = BPF_CORE_READ(inode, i_ino);
 		h.pgoff = (__u64)vma->vm_pgoff << page_shift;
 		write_header(seq, s, type, tgid, &h, true);
+		name = vma_anon_name(vma, true);
 		if (name) {
 			write_formatted(seq, s, BPF_SNPRINTF(s->name, sizeof(s->name),
 							     "[anon_shmem:%s]\n", name));
 			return;
 		}
-		if (backing)
-			write_user_path(seq, s, user_dentry, user_mnt);
-		else
-			write_path(seq, s, (struct path *)&file->f_path);
+		write_path(seq, s, dentry, mnt);
 		return;
 	}
 	if (&special_mapping_name && ops &&
@@ -484,7 +496,7 @@ static __always_inline void write_vma(struct seq_file *seq, struct scratch *s, i
 		return;
 	}
 	/* x86's arch_vma_name() names nothing; the gate VMA is not visited. */
-	if (vma->vm_start < mm->brk && vma->vm_end > mm->start_brk) {
+	if (vma_is_initial_heap(vma->vm_start, vma->vm_end, mm->start_brk, mm->brk)) {
 		write_header(seq, s, type, tgid, &h, true);
 		bpf_seq_write(seq, "[heap]\n", 7);
 		return;
@@ -494,6 +506,7 @@ static __always_inline void write_vma(struct seq_file *seq, struct scratch *s, i
 		bpf_seq_write(seq, "[stack]\n", 8);
 		return;
 	}
+	name = vma_anon_name(vma, false);
 	if (name) {
 		write_header(seq, s, type, tgid, &h, true);
 		write_formatted(seq, s, BPF_SNPRINTF(s->name, sizeof(s->name),
