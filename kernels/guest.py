@@ -59,12 +59,23 @@ def kernel_test_files():
 
 
 def run_tests(extra):
-    """pytest -m kernel; {outcome: count} and the failed tests' ids."""
-    report = Path(tempfile.mkdtemp(prefix="iterfs-matrix-")) / "report.xml"
+    """pytest -m kernel; {outcome: count} and the failed tests' ids.
+
+    The tests' files go to a tmpfs of their own: a guest's /tmp is an overlay,
+    which overlayfs refuses as the upper layer the overlay test mounts."""
+    top = Path(tempfile.mkdtemp(prefix="iterfs-matrix-"))
+    report = top / "report.xml"
+    scratch = top / "tmp"
+    scratch.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "iterfs-matrix", str(scratch)], check=True)
     environment = dict(os.environ, ITERFS_SHARED_MOUNT="1", PYTHONDONTWRITEBYTECODE="1")
-    subprocess.run([sys.executable, "-m", "pytest", "-m", "kernel", "-p", "no:cacheprovider",
-                    "-q", "-rs", f"--junitxml={report}", *extra, *kernel_test_files()],
-                   cwd=ROOT, env=environment, check=False)
+    try:
+        subprocess.run([sys.executable, "-m", "pytest", "-m", "kernel", "-p", "no:cacheprovider",
+                        "-q", "-rs", f"--junitxml={report}", f"--basetemp={scratch}/pytest",
+                        *extra, *kernel_test_files()],
+                       cwd=ROOT, env=environment, check=False)
+    finally:
+        subprocess.run(["umount", "--lazy", str(scratch)], check=False)
     counts = {"passed": 0, "failed": 0, "skipped": 0}
     failed = []
     if not report.exists():
