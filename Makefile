@@ -108,7 +108,7 @@ run: setup
 	$(VENV)/bin/python mount.py $(MOUNTPOINT)
 
 test: setup
-	$(VENV)/bin/python -m pytest tests
+	$(VENV)/bin/python -m pytest -rs tests
 
 # KERNELS="running 6.1" for a part of the matrix; kernels/vm.py installs QEMU and
 # virtme-ng where missing and fetches the kernel packages into build/kernels.
