@@ -131,6 +131,11 @@ class Object:
         while prog != ffi.NULL:
             self.programs.append(Program(self, prog))
             prog = lib.bpf_object__next_program(self._obj, prog)
+        self.maps = []
+        map_ = lib.bpf_object__next_map(self._obj, ffi.NULL)
+        while map_ != ffi.NULL:
+            self.maps.append(Map(map_))
+            map_ = lib.bpf_object__next_map(self._obj, map_)
         self.loaded = False
 
     def load(self):
@@ -170,6 +175,7 @@ class Object:
             lib.bpf_object__close(self._obj)
             self._obj = None
             self.programs = []
+            self.maps = []
 
     def __enter__(self):
         return self
@@ -186,6 +192,27 @@ def load(path, kconfig=None):
     except BaseException:
         obj.close()
         raise
+
+
+class Map:
+    """One map an Object declares; valid until the Object is closed."""
+
+    def __init__(self, map_):
+        self._map = map_
+        self.name = ffi.string(lib.bpf_map__name(map_)).decode()
+        self.type = lib.bpf_map__type(map_)
+
+    @property
+    def kernel_has_type(self):
+        """Whether the running kernel can create a map of this type."""
+        return lib.libbpf_probe_bpf_map_type(self.type, ffi.NULL) == 1
+
+    def set_autocreate(self, autocreate):
+        """Whether Object.load() creates it: off for a type the kernel lacks
+        (no program loaded may use it then). Before load only."""
+        code = lib.bpf_map__set_autocreate(self._map, autocreate)
+        if code < 0:
+            raise _error(f"set autocreate of map {self.name}", -code)
 
 
 class Program:

@@ -10,6 +10,7 @@ import cffi
 ffi = cffi.FFI()
 ffi.cdef("""
     struct bpf_object;
+    struct bpf_map;
     struct bpf_program;
     struct bpf_link;
     struct btf;
@@ -118,6 +119,13 @@ ffi.cdef("""
                                  size_t log_size);
     struct bpf_link *bpf_program__attach_iter(const struct bpf_program *prog,
                                               const struct bpf_iter_attach_opts *opts);
+
+    struct bpf_map *bpf_object__next_map(const struct bpf_object *obj,
+                                         const struct bpf_map *map);
+    const char *bpf_map__name(const struct bpf_map *map);
+    uint32_t bpf_map__type(const struct bpf_map *map);
+    int bpf_map__set_autocreate(struct bpf_map *map, bool autocreate);
+    int libbpf_probe_bpf_map_type(uint32_t map_type, const void *opts);
 
     int bpf_link__fd(const struct bpf_link *link);
     int bpf_link__destroy(struct bpf_link *link);
