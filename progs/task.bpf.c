@@ -62,6 +62,10 @@ struct mm_rss_stat___pre_6_2 {
 	long count[4];
 } __attribute__((preserve_access_index));
 
+struct mm_struct___pre_6_2 {
+	struct mm_rss_stat___pre_6_2 rss_stat;
+} __attribute__((preserve_access_index));
+
 /*
  * What depends only on the reader, worked out once per iterator session rather
  * than for every thread shown (each is several probe reads).
@@ -318,12 +322,23 @@ static __always_inline __u64 task_rss(struct task_struct *task)
 
 	if (!mm || task->flags & PF_KTHREAD)
 		return 0;
-	if (bpf_core_type_exists(struct mm_rss_stat___pre_6_2))
-		return 0;	/* before 6.2: per-thread caches, not reproduced */
 	for (member = 0; member < NR_MM_COUNTERS; member++) {
 		if (member == MM_SWAPENTS)
 			continue;
-		count = mm->rss_stat[member].count;	/* percpu_counter_read_positive */
+		if (bpf_core_type_exists(struct mm_rss_stat___pre_6_2)) {
+			/* Before 6.2 (f1a7941243c1, "mm: convert mm's rss stats into
+			 * percpu_counter"): atomic counters in mm->rss_stat.count[],
+			 * which get_mm_counter() reads as they are, clamped at 0 (the
+			 * threads' own caches are not added, in /proc neither). */
+			struct mm_struct___pre_6_2 *old = (void *)mm;
+
+			if (bpf_probe_read_kernel(&count, sizeof(count),
+						  (void *)mm + bpf_core_field_offset(old->rss_stat) +
+						  member * sizeof(long)))
+				count = 0;
+		} else {
+			count = mm->rss_stat[member].count;	/* percpu_counter_read_positive */
+		}
 		if (count > 0)
 			rss += count;
 	}
