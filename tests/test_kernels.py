@@ -88,11 +88,24 @@ def system_config():
     pytest.skip("no kernel config readable to compare with")
 
 
+def vsyscall_mode(config):
+    """What the [vsyscall] line is under these values: none, xonly or emulate."""
+    if config.get("CONFIG_X86_VSYSCALL_EMULATION", "n") != "y" or \
+            config.get("CONFIG_LEGACY_VSYSCALL_NONE", "n") == "y":
+        return "none"
+    return "xonly" if config.get("CONFIG_LEGACY_VSYSCALL_XONLY", "n") == "y" else "emulate"
+
+
 def test_derived_values_are_the_kernels_own():
+    """Equal to the config's, but for [vsyscall], which is derived from what the
+    kernel does (a vsyscall= boot parameter included): the same line either way."""
     config = system_config()
-    for name, value in kconfig.derived().items():
-        if name in config:          # newer options (CONFIG_PAGE_SHIFT, 6.8) may be absent
-            assert str(value) == config[name], name
+    derived = {name: str(value) for name, value in kconfig.derived().items()}
+    for name, value in derived.items():
+        if name in config and "VSYSCALL" not in name:   # CONFIG_PAGE_SHIFT is 6.8's
+            assert value == config[name], name
+    if "vsyscall=" not in Path("/proc/cmdline").read_text():
+        assert vsyscall_mode(derived) == vsyscall_mode(config)
 
 
 class HiddenConfigDaemon:
