@@ -312,6 +312,26 @@ static __always_inline __s64 boottime_offset_ns(void)
 	return offset.tv_sec * (__s64)NSEC_PER_SEC + offset.tv_nsec;
 }
 
+/*
+ * Before 6.2 (f1a7941243c1, "mm: convert mm's rss stats into percpu_counter"):
+ * atomic counters in mm->rss_stat.count[], which get_mm_counter() reads as they
+ * are, clamped at 0 (the threads' own caches are not added, in /proc neither).
+ */
+static __always_inline __u64 mm_rss_pre_6_2(struct mm_struct *mm)
+{
+	struct mm_struct___pre_6_2 *old = (void *)mm;
+	long counts[NR_MM_COUNTERS] = {};
+	__u64 rss = 0;
+
+	if (bpf_probe_read_kernel(counts, sizeof(counts),
+				  (void *)mm + bpf_core_field_offset(old->rss_stat)))
+		return 0;
+	for (int member = 0; member < NR_MM_COUNTERS; member++)
+		if (member != MM_SWAPENTS && counts[member] > 0)
+			rss += counts[member];
+	return rss;
+}
+
 /* get_mm_rss() of get_task_mm(task): none for kernel threads and exited tasks. */
 static __always_inline __u64 task_rss(struct task_struct *task)
 {
@@ -322,23 +342,12 @@ static __always_inline __u64 task_rss(struct task_struct *task)
 
 	if (!mm || task->flags & PF_KTHREAD)
 		return 0;
+	if (bpf_core_type_exists(struct mm_rss_stat___pre_6_2))
+		return mm_rss_pre_6_2(mm);
 	for (member = 0; member < NR_MM_COUNTERS; member++) {
 		if (member == MM_SWAPENTS)
 			continue;
-		if (bpf_core_type_exists(struct mm_rss_stat___pre_6_2)) {
-			/* Before 6.2 (f1a7941243c1, "mm: convert mm's rss stats into
-			 * percpu_counter"): atomic counters in mm->rss_stat.count[],
-			 * which get_mm_counter() reads as they are, clamped at 0 (the
-			 * threads' own caches are not added, in /proc neither). */
-			struct mm_struct___pre_6_2 *old = (void *)mm;
-
-			if (bpf_probe_read_kernel(&count, sizeof(count),
-						  (void *)mm + bpf_core_field_offset(old->rss_stat) +
-						  member * sizeof(long)))
-				count = 0;
-		} else {
-			count = mm->rss_stat[member].count;	/* percpu_counter_read_positive */
-		}
+		count = mm->rss_stat[member].count;	/* percpu_counter_read_positive */
 		if (count > 0)
 			rss += count;
 	}
