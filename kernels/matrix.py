@@ -72,8 +72,7 @@ def table(results):
     for result in results:
         views, tests = result["views"], result["tests"]
         unsupported = views_column(views, "unsupported")
-        rejected = [view for view, (state, _) in views.items()
-                    if state not in ("serving", "unsupported")]
+        rejected = guest.failed_views(views)
         rows.append((result["kernel"], str(len(views_column(views, "serving"))),
                      ", ".join(unsupported) or "-", ", ".join(rejected) or "-",
                      str(tests.get("passed", "-")), str(tests.get("failed", "-")),
@@ -90,9 +89,7 @@ def table(results):
 
 
 def passed(result):
-    rejected = [state for state, _ in result["views"].values()
-                if state not in ("serving", "unsupported")]
-    return not (rejected or result["failed"] or "error" in result
+    return not (guest.failed_views(result["views"]) or result["failed"] or "error" in result
                 or not result["tests"].get("passed"))
 
 
