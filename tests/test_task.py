@@ -88,19 +88,29 @@ def proc_task(tgid, tid):
     for _ in range(ATTEMPTS):
         stat = Path(base, "stat").read_bytes()
         status = Path(base, "status").read_bytes()
-        if Path(base, "stat").read_bytes() == stat:
+        # The two files are two reads: a thread that runs between them can
+        # show R in one and S in the other. Take a pair that agrees.
+        if Path(base, "stat").read_bytes() == stat and agree(decode(stat), decode(status)):
             break
     return task_from_proc(decode(stat), decode(status))
 
 
+def agree(stat, status):
+    """Whether stat and status print the same state and parent."""
+    fields = dict(line.split(":\t", 1) for line in status.split("\n") if ":\t" in line)
+    f = stat[stat.rindex(")") + 2:].split()
+    return int(fields["PPid"]) == int(f[1]) and fields["State"][0] == f[0]
+
+
 def task_from_proc(stat, status):
     """Our columns from the text of stat and status: comm as status escapes it.
-    Checks stat and status against each other where both print a value."""
+    Checks stat and status against each other where both print a value that
+    does not move (the state does: proc_task reads until the two agree)."""
     fields = dict(line.split(":\t", 1) for line in status.split("\n") if ":\t" in line)
     # stat: "pid (comm) state ppid ...": comm is raw, so it ends at the last ')'.
     raw_comm = stat[stat.index("(") + 1:stat.rindex(")")]
     f = stat[stat.rindex(")") + 2:].split()
-    assert int(fields["PPid"]) == int(f[1]) and fields["State"][0] == f[0]
+    assert int(fields["PPid"]) == int(f[1])
     assert unescape(fields["Name"]) == raw_comm
     return Task(tgid=int(fields["Tgid"]), tid=int(stat.split()[0]), ppid=int(f[1]),
                 uid=int(fields["Uid"].split()[0]), state=f[0], prio=int(f[15]),
