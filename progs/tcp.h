@@ -36,11 +36,29 @@ static __always_inline bool timer_pending(const struct timer_list *timer)
 	return timer->entry.pprev != NULL;
 }
 
+/* Before 6.18 the keepalive timer is a field of the connection socket
+ * (icsk_keepalive_timer, in a union with MPTCP's mptcp_tout_timer), and
+ * sk_timer stays idle for TCP; /proc reads the field. 6.18 has no such
+ * field and runs keepalive on sk_timer. */
+struct inet_connection_sock___icsk_keepalive_timer {
+	struct timer_list icsk_keepalive_timer;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct timer_list *keepalive_timer(struct inet_connection_sock *icsk)
+{
+	struct inet_connection_sock___icsk_keepalive_timer *old = (void *)icsk;
+
+	if (bpf_core_field_exists(old->icsk_keepalive_timer))
+		return __builtin_preserve_access_index(&old->icsk_keepalive_timer);
+	return &icsk->icsk_inet.sk.sk_timer;
+}
+
 /* A full socket, from `st` on: get_tcp4_sock and get_tcp6_sock. */
 static void tcp_show_sock_fields(struct seq_file *seq, struct tcp_sock *tp, uid_t uid)
 {
 	struct inet_connection_sock *icsk = &tp->inet_conn;
 	struct sock *sk = &icsk->icsk_inet.sk;
+	struct timer_list *keepalive;
 	unsigned long timer_expires;
 	__u64 now = bpf_jiffies64();
 	int timer_active, rx_queue, state;
@@ -53,9 +71,9 @@ static void tcp_show_sock_fields(struct seq_file *seq, struct tcp_sock *tp, uid_
 	} else if (pending == ICSK_TIME_PROBE0) {
 		timer_active = 4;
 		timer_expires = retransmit_deadline(icsk);
-	} else if (timer_pending(&sk->sk_timer)) {
+	} else if (timer_pending(keepalive = keepalive_timer(icsk))) {
 		timer_active = 2;
-		timer_expires = sk->sk_timer.expires;
+		timer_expires = keepalive->expires;
 	} else {
 		timer_active = 0;
 		timer_expires = now;

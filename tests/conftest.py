@@ -47,18 +47,6 @@ MOUNT_PY = ROOT / "mount.py"
 MOUNT_TIMEOUT = float(os.environ.get("ITERFS_MOUNT_TIMEOUT", 30))
 
 
-def kernel_version():
-    """(major, minor) of the running kernel."""
-    return tuple(int(x) for x in os.uname().release.split(".")[:2])
-
-
-# Open (issue 15): on Debian's 6.1 and 6.12 a keepalive socket's timer column
-# reads 00 in /tcp and /tcp6 where /proc says 02 (its sk_timer pending); 6.18 agrees.
-KEEPALIVE_TIMER_DIFFERS = pytest.mark.xfail(
-    kernel_version() < (6, 18), strict=True,
-    reason="keepalive timer_active 00 where /proc prints 02 before 6.18 (cause not yet found)")
-
-
 def needs_target(*targets):
     """Skips a test where the kernel lacks a target or refuses any program for
     it, naming the kernel's reason; a program of ours it rejects still fails."""

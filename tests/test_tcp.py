@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (KEEPALIVE_TIMER_DIFFERS, kill_quietly, needs_view, process_fds,
-                      read_in_chunks, read_quiet, running_daemon)
+from conftest import (kill_quietly, needs_view, process_fds, read_in_chunks, read_quiet,
+                      running_daemon)
 
 pytestmark = needs_view('tcp')
 from test_tcp6 import TCP_DEFER_ACCEPT, Sockets, normalised
@@ -186,7 +186,6 @@ def syn_recv(sockets):
 
 
 @pytest.mark.kernel
-@KEEPALIVE_TIMER_DIFFERS
 def test_same_lines_as_proc(mount, sockets, nobody):
     every_state(sockets, nobody)
     proc, ours = same_as_proc(mount)
@@ -227,7 +226,6 @@ def test_lines_padded_as_proc_pads_them(mount, sockets):
 
 
 @pytest.mark.kernel
-@KEEPALIVE_TIMER_DIFFERS
 def test_rows_match_by_inode(mount, sockets, nobody):
     """Each of the test's sockets has its own /proc line, found by inode."""
     every_state(sockets, nobody)

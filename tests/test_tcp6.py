@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from conftest import (KEEPALIVE_TIMER_DIFFERS, OpenSockets, hold_sockets, needs_view,
-                      read_in_chunks, read_quiet, running_daemon)
+from conftest import (OpenSockets, hold_sockets, needs_view, read_in_chunks, read_quiet,
+                      running_daemon)
 
 pytestmark = needs_view('tcp6')
 
@@ -72,7 +72,6 @@ def every_state(sockets):
 
 
 @pytest.mark.kernel
-@KEEPALIVE_TIMER_DIFFERS
 def test_same_lines_as_proc(mount, sockets):
     every_state(sockets)
     proc, ours = read_tcp6(mount)
@@ -83,7 +82,6 @@ def test_same_lines_as_proc(mount, sockets):
 
 
 @pytest.mark.kernel
-@KEEPALIVE_TIMER_DIFFERS
 def test_rows_match_by_inode(mount, sockets):
     """Each of the test's sockets has its own /proc line, found by inode."""
     every_state(sockets)
