@@ -60,6 +60,7 @@ BLACKLIST = ["acpi_cpufreq", "pcc_cpufreq", "powernow_k8", "kvm", "kvm_amd", "kv
              "sr_mod", "sg", "i6300esb"]
 
 TIMEOUT = 900
+BOOT_ATTEMPTS = 2
 PR_SET_CHILD_SUBREAPER = 36
 # apt-get waits this long for another apt's lock instead of failing at once.
 APT = ["-o", "DPkg::Lock::Timeout=300"]
@@ -72,6 +73,10 @@ class VMError(Exception):
         super().__init__(message)
         self.output = output  # what the VM printed, for a caller of run()
         self.status = status  # the exit status for it: 124 timed out, else 125
+
+
+class NotStarted(VMError):
+    """The VM stopped before the command began."""
 
 
 def log(message):
@@ -307,8 +312,21 @@ def run(kernel, argv, timeout=TIMEOUT, memory="2G", cpus=2, rwdirs=(), verbose=F
     The output (the command's stdout and stderr, and QEMU's or vng's complaints) is
     also written to `out` (stdout) as it arrives. A VM that fails to boot, dies, or
     outlives `timeout` seconds raises VMError; the VM is stopped in every case.
+    A VM that stops before the command starts is booted once more: virtiofsd now
+    and then drops its connection during boot, and nothing of the command has run.
     Makes this process a child subreaper (prctl), to reap what vng leaves behind.
     """
+    for attempt in range(BOOT_ATTEMPTS):
+        try:
+            return boot(kernel, argv, timeout, memory, cpus, rwdirs, verbose, out)
+        except NotStarted as error:
+            if attempt + 1 == BOOT_ATTEMPTS:
+                raise
+            log(f"{error}; booting again")
+
+
+def boot(kernel, argv, timeout, memory, cpus, rwdirs, verbose, out):
+    """One boot of run()'s; NotStarted when the command never began."""
     out = out or sys.stdout
     directory = prepare(kernel)
     release = directory.name
@@ -359,8 +377,8 @@ def run(kernel, argv, timeout=TIMEOUT, memory="2G", cpus=2, rwdirs=(), verbose=F
         return stream.status, output
     last = next((l for l in reversed(output.splitlines()) if l.strip()), "no output")
     if not stream.started:
-        raise VMError(f"the VM did not get to run the command (vng exit {proc.returncode}): "
-                      f"{last.strip()}", output)
+        raise NotStarted(f"the VM did not get to run the command (vng exit {proc.returncode}): "
+                         f"{last.strip()}", output)
     raise VMError(f"the guest died before the command ended (vng exit {proc.returncode})",
                   output)
 
