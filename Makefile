@@ -135,7 +135,8 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	@touch $@
 
 # The command finds its venv and views relative to itself, so a tree installed
-# with DESTDIR runs from where it lies too. Debian's python3 makes the venv:
+# with DESTDIR runs from where it lies too. It runs Python isolated (-I): not
+# the working directory, PYTHONPATH nor user site-packages on sys.path. Debian's python3 makes the venv:
 # a service must not depend on an interpreter from someone's PATH.
 install: setup
 	install -d $(DESTDIR)$(LIBDIR)/progs $(DESTDIR)$(LIBDIR)/internal \
@@ -155,7 +156,7 @@ install: setup
 			"$$source"
 	printf '%s\n' '#!/bin/sh' '# iterfs MOUNTPOINT [mount.py options]: mount BPF iterators as files.' \
 		'lib="$$(dirname "$$(readlink -f "$$0")")/../lib/iterfs"' \
-		'exec "$$lib/venv/bin/python" -m iterfs --objects "$$lib/progs" --headers "$$lib/include" "$$@"' \
+		'exec "$$lib/venv/bin/python" -I -m iterfs --objects "$$lib/progs" --headers "$$lib/include" "$$@"' \
 		> $(DESTDIR)$(PREFIX)/sbin/iterfs
 	chmod 0755 $(DESTDIR)$(PREFIX)/sbin/iterfs
 	sed 's|/usr/local|$(PREFIX)|g' systemd/iterfs.service > $(DESTDIR)$(UNITDIR)/iterfs.service

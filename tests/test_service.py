@@ -71,6 +71,22 @@ def test_install_lays_out_command_views_and_unit(installed):
     assert unit == UNIT.read_text()         # PREFIX is /usr/local: nothing rewritten
 
 
+def test_installed_command_runs_no_code_of_the_working_directory(installed, tmp_path):
+    """Root runs `iterfs` wherever it stands: a package named iterfs there, or on
+    PYTHONPATH, or in the user's site-packages, must not be what runs."""
+    planted = tmp_path / "planted"
+    (planted / "iterfs").mkdir(parents=True)
+    marker = tmp_path / "ran"
+    (planted / "iterfs" / "__init__.py").write_text("")
+    (planted / "iterfs" / "__main__.py").write_text(f"open({str(marker)!r}, 'w')\n")
+    command = installed / "usr/local/sbin/iterfs"
+    environment = dict(os.environ, PYTHONPATH=str(planted), PYTHONUSERBASE=str(planted))
+    result = subprocess.run([str(command), "--help"], cwd=planted, env=environment,
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("usage:"), result
+    assert not marker.exists()
+
+
 def test_install_rewrites_the_unit_for_another_prefix(tmp_path):
     subprocess.run(["make", "-s", "install", f"DESTDIR={tmp_path}", "PREFIX=/opt/iterfs"],
                    cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
