@@ -21,8 +21,8 @@ from conftest import (FILE_HOLDER, OBJECTS, ROOT, TEST_OBJECTS, Daemon, hold_soc
 
 UNIT = ROOT / "systemd" / "iterfs.service"
 STOP_LIMIT = 5          # seconds from a signal or an unmount to the daemon's exit
-CAPABILITY_BITS = {"CAP_SETGID": 6, "CAP_SETUID": 7, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38,
-                   "CAP_BPF": 39}
+CAPABILITY_BITS = {"CAP_SETGID": 6, "CAP_SETUID": 7, "CAP_SYS_ADMIN": 21, "CAP_SYSLOG": 34,
+                   "CAP_PERFMON": 38, "CAP_BPF": 39}
 
 
 def unit_settings(path):
@@ -170,6 +170,15 @@ def test_exec_start_says_ready_once_the_mount_answers(installed, tmp_path):
                  str(tmp_path / "mnt" / "netlink")],
                 capture_output=True, text=True, timeout=10)
             assert answer.returncode == 0 and answer.stdout.startswith("sk "), answer
+            # Root reads the kernel's addresses, as from /proc/kallsyms.
+            answer = subprocess.run(
+                ["nsenter", f"--target={daemon.pid}", "--mount", "head", "-1",
+                 str(tmp_path / "mnt" / "ksym")],
+                capture_output=True, text=True, timeout=10)
+            with open("/proc/kallsyms") as kallsyms:
+                first = kallsyms.readline()
+            assert int(first.split()[0], 16) != 0
+            assert answer.returncode == 0 and answer.stdout == first, answer
             status = Path(f"/proc/{daemon.pid}/status").read_text()
             held = int(re.search(r"^CapBnd:\s*(\w+)", status, re.M).group(1), 16)
             assert held == sum(1 << CAPABILITY_BITS[c] for c in capabilities)
