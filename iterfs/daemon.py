@@ -22,6 +22,7 @@ import trio
 from . import credentials
 from .compiler import Compiler
 from .directories import ProgramDirectory
+from .escape import OneLineFilter
 from .fs import MAX_OPEN_PER_UID, IterFS
 from .processes import ProcessList
 from .views import ViewTable
@@ -77,6 +78,8 @@ def setup_logging(debug):
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format=stamp + "%(name)s %(levelname)s: %(message)s",
                         stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(OneLineFilter())
 
 
 def effective_capabilities():

@@ -22,6 +22,7 @@ import logging
 from . import bpf
 from .compiler import CompileError
 from .directories import find_programs
+from .escape import escape
 from .trust import UntrustedError
 
 log = logging.getLogger("iterfs.views")
@@ -318,15 +319,16 @@ class ViewTable(collections.abc.Mapping):
 
     def status_text(self):
         rows = [("view", "state", "target", "source")]
-        rows += [(e.name, e.state, e.target or "-", _printable(e.source)) for e in self.entries]
+        rows += [(escape(e.name, " "), e.state, e.target or "-", escape(e.source))
+                 for e in self.entries]
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         lines = []
         for row, entry in zip(rows, [None, *self.entries]):
             lines.append(" ".join(f"{cell:<{width}}" for cell, width in zip(row, widths))
                          + " " + row[3])
             if entry is not None and entry.reason:
-                lines.append(f"  reason: {_printable(entry.reason)}")
-                lines += [f"  | {_printable(line)}" for line in entry.details]
+                lines.append(f"  reason: {escape(entry.reason)}")
+                lines += [f"  | {escape(line)}" for line in entry.details]
         return "".join(line + "\n" for line in lines)
 
     def close(self):
@@ -357,8 +359,3 @@ def _log_tail(verifier_log):
 def _file_sha256(path):
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _printable(text):
-    """One line whatever a path or a message holds: control characters as \\ooo."""
-    return "".join(c if c.isprintable() else f"\\{ord(c):03o}" for c in str(text))

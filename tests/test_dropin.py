@@ -398,6 +398,26 @@ def test_names_taken_first_by_directory_order(tmp_path, programs):
         assert f" {programs / refused}\n  reason: a view's name is" in text
 
 
+def test_names_with_newlines_forge_no_line(tmp_path, programs):
+    """A file name is written as /proc escapes one: a newline as \\012, a
+    backslash as \\134; in .status and in the log, each entry stays one line."""
+    forged = "evil\nfake serving task_file forged\n  reason: none\\"
+    write(programs, forged + ".bpf.c", hello_program("evil", "evil"))
+    (programs / "ok.bpf.c").symlink_to(programs / (forged + ".bpf.c"))
+    with dropin_daemon(tmp_path, programs) as daemon:
+        text = (daemon.mountpoint / STATUS).read_text()
+        log = daemon.log()
+    escaped = ("evil\\012fake\\040serving\\040task_file\\040forged\\012\\040\\040reason:"
+               "\\040none\\134")
+    entries = parse_status(text)
+    assert entries[escaped][0] == "skipped", text
+    assert entries["ok"][0] == "serving", text
+    assert "fake" not in entries, text
+    assert not any(line.startswith("fake") or line.startswith("  reason: none")
+                   for line in text.splitlines() + log.splitlines()), (text, log)
+    assert "evil\\012fake serving task_file forged\\012  reason: none\\134" in log, log
+
+
 def test_untrusted_directories_and_files_are_refused(tmp_path, programs):
     open_to_all = tmp_path / "open_to_all"
     open_to_all.mkdir()
