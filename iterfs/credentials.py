@@ -1,48 +1,138 @@
-"""Acting as a reader: an iterator created with the reader's credentials.
+"""Acting as a reader: what the reader is, and an iterator created as it.
 
 The kernel decides some of what an iterator shows from the credentials of the
 file it reads through (f_cred): /ksym's addresses (kallsyms_show_value), and the
-socket views' kernel pointers (progs/sock.h, reader_pointer). So the iterator
-of a reader other than root is created while the creating thread has that
-reader's effective uid and gid.
+socket views' kernel pointers (progs/sock.h, reader_pointer). So a reader's
+iterator is created while the creating thread has that reader's effective uid
+and gid and no capability the reader lacks. Whether a reader may open a
+process's file at all is the kernel's decision too: the same thread opens the
+process's /proc file, and /proc answers.
 
-setresuid(2) in glibc changes every thread of the process; the system call
-itself changes only the calling thread, and that is what is called here.
-Leaving euid 0 clears the thread's effective capabilities; the real and saved
-uids stay 0, so returning to euid 0 restores them.
+setresuid(2) and capset(2) in glibc and libcap change every thread of the
+process; the system calls themselves change only the calling thread, and that is
+what is called here. Leaving euid 0 clears the thread's effective capabilities;
+the real and saved uids stay 0, so the permitted set stays, and the thread takes
+back what it needs with capset.
 """
 
 import contextlib
 import ctypes
+import dataclasses
+import errno
 import os
 import platform
 
-# (setresuid, setresgid) system call numbers
-_SYSCALLS = {"x86_64": (117, 119), "aarch64": (147, 149), "riscv64": (147, 149),
-             "ppc64le": (164, 169), "s390x": (208, 210)}
+# (setresuid, setresgid, capget, capset) system call numbers
+_SYSCALLS = {"x86_64": (117, 119, 125, 126), "aarch64": (147, 149, 90, 91),
+             "riscv64": (147, 149, 90, 91), "ppc64le": (164, 169, 183, 184),
+             "s390x": (208, 210, 184, 185)}
 SUPPORTED = platform.machine() in _SYSCALLS
 _UNCHANGED = ctypes.c_long(-1)
+_CAPABILITY_VERSION_3 = 0x20080522
 _libc = ctypes.CDLL(None, use_errno=True)
 
+CAP_SYS_PTRACE = 19
+CAP_SYS_ADMIN = 21
+CAP_SYSLOG = 34
 
-def _call(number, effective):
-    if _libc.syscall(ctypes.c_long(number), _UNCHANGED, ctypes.c_long(effective),
-                     _UNCHANGED) != 0:
+
+class _Header(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _Data(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Reader:
+    """Who asks: fs uid and gid as FUSE gives them, and the effective
+    capabilities the kernel would grant it here (none if its user namespace
+    is not the daemon's: they hold only inside its own)."""
+    uid: int
+    gid: int
+    capabilities: int
+
+    def has(self, capability):
+        return bool(self.capabilities >> capability & 1)
+
+
+def reader(pid, uid, gid):
+    """The Reader for a request from thread `pid` (a FUSE context's) with fs
+    ids `uid` and `gid`. A thread gone since it asked has no capabilities."""
+    try:
+        if os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino:
+            return Reader(uid, gid, 0)
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"CapEff:"):
+                    return Reader(uid, gid, int(line.split()[1], 16))
+    except OSError:
+        pass
+    return Reader(uid, gid, 0)
+
+
+def _call(number, *arguments):
+    if _libc.syscall(ctypes.c_long(number), *arguments) != 0:
         code = ctypes.get_errno()
         raise OSError(code, f"switching this thread's credentials: {os.strerror(code)}")
 
 
+def _capabilities():
+    """This thread's (effective, permitted, inheritable), each a 64-bit mask."""
+    header, data = _Header(_CAPABILITY_VERSION_3, 0), (_Data * 2)()
+    _call(_SYSCALLS[platform.machine()][2], ctypes.byref(header), data)
+    return tuple(data[0].__getattribute__(f) | data[1].__getattribute__(f) << 32
+                 for f in ("effective", "permitted", "inheritable"))
+
+
+def _set_effective(effective, permitted, inheritable):
+    header, data = _Header(_CAPABILITY_VERSION_3, 0), (_Data * 2)()
+    for i in range(2):
+        data[i].effective = effective >> 32 * i & 0xFFFF_FFFF
+        data[i].permitted = permitted >> 32 * i & 0xFFFF_FFFF
+        data[i].inheritable = inheritable >> 32 * i & 0xFFFF_FFFF
+    _call(_SYSCALLS[platform.machine()][3], ctypes.byref(header), data)
+
+
 @contextlib.contextmanager
-def acting_as(uid, gid):
-    """This thread alone has effective uid `uid` and gid `gid` inside the block.
-    The daemon refuses --allow-other where this is not SUPPORTED."""
-    set_uid, set_gid = _SYSCALLS[platform.machine()]
-    _call(set_gid, gid)
+def acting_as(who):
+    """This thread alone has `who`'s effective uid and gid, and of its own
+    effective capabilities only those `who` has too, inside the block. The
+    daemon refuses --allow-other where this is not SUPPORTED."""
+    set_uid, set_gid = _SYSCALLS[platform.machine()][:2]
+    effective, permitted, inheritable = _capabilities()
+    _call(set_gid, _UNCHANGED, ctypes.c_long(who.gid), _UNCHANGED)
     try:
-        _call(set_uid, uid)
+        _call(set_uid, _UNCHANGED, ctypes.c_long(who.uid), _UNCHANGED)
         try:
+            _set_effective(effective & who.capabilities, permitted, inheritable)
             yield
         finally:
-            _call(set_uid, 0)
+            _set_effective(effective, permitted, inheritable)
+            _call(set_uid, _UNCHANGED, ctypes.c_long(0), _UNCHANGED)
     finally:
-        _call(set_gid, 0)
+        _call(set_gid, _UNCHANGED, ctypes.c_long(0), _UNCHANGED)
+
+
+def is_daemon(who):
+    """Whether `who` is root with every capability the daemon has: nothing to
+    take from the daemon's own credentials to act as it."""
+    return who.uid == 0 and who.gid == 0 and _capabilities()[0] & ~who.capabilities == 0
+
+
+def may_open_as(who, path):
+    """Whether `who` may open `path` for reading: the kernel decides, from the
+    caller's ids and capabilities (acting_as). A path that is gone raises
+    ProcessLookupError."""
+    with acting_as(who):
+        try:
+            os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        except FileNotFoundError:
+            raise ProcessLookupError(errno.ESRCH, f"{path}: gone") from None
+        except ProcessLookupError:
+            raise
+        except PermissionError:
+            return False
+    return True

@@ -28,8 +28,9 @@ import time
 import pyfuse3
 import trio
 
-from . import processes
+from . import credentials, processes
 from .streaming import OpenIterator, Pumps
+from .views import BPF_OBJECT_TARGETS
 
 log = logging.getLogger("iterfs.fs")
 
@@ -209,7 +210,11 @@ class IterFS(pyfuse3.Operations):
         return attr
 
     def _view_attributes(self, index):
-        mode = stat.S_IFDIR | 0o555 if self.views[index].is_directory else stat.S_IFREG | 0o444
+        view = self.views[index]
+        if view.is_directory:
+            mode = stat.S_IFDIR | 0o555
+        else:
+            mode = OWNER_ONLY if view.root_only else WORLD_READABLE
         return self._attributes(self._view_inode(index), mode, VIEW_TIMEOUT)
 
     def _entry_attributes(self, index, key):
@@ -315,7 +320,8 @@ class IterFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         view = self.views[index]
         name = view.name if key is None else f"{view.name}/{KEY_NAMES.get(key, key)}"
-        self._check_access(view, key, ctx)
+        reader = credentials.reader(ctx.pid, ctx.uid, ctx.gid)
+        self._check_access(view, key, reader)
         if self._open_by_uid[ctx.uid] >= self.max_open_per_uid:
             raise pyfuse3.FUSEError(errno.EMFILE)
         try:
@@ -330,7 +336,7 @@ class IterFS(pyfuse3.Operations):
                 raise pyfuse3.FUSEError(errno.ENOENT)
             raise logged_error(name, "open", error)
         try:
-            opened = OpenIterator(link, self._pumps, name, ctx.uid, ctx.gid)
+            opened = OpenIterator(link, self._pumps, name, reader)
         except BaseException as error:
             link.close()
             if isinstance(error, OSError):
@@ -360,14 +366,26 @@ class IterFS(pyfuse3.Operations):
         mode = OWNER_ONLY if self.views[index].private else WORLD_READABLE
         return self._attributes(self._entry_inode(index, 0), mode, 0)
 
-    def _check_access(self, view, key, ctx):
-        """/proc's rule for what a process's maps and fds show: only who could
-        ptrace-read it. The kernel has checked owner and mode already (mount
-        option default_permissions), from attributes up to PROCESS_TIMEOUT old;
-        this checks the process as it is now."""
-        if ctx.uid == 0 or not (view.private or view.per_map) or key == SELF:
-            return
-        if view.per_map or key == ALL or not processes.may_read(key, ctx.uid, ctx.gid):
+    def _check_access(self, view, key, reader):
+        """What the kernel asks of who reads the same from it, decided on the
+        reader's ids and capabilities (credentials.Reader), not on uid 0. The
+        kernel has checked owner and mode already (default_permissions), from
+        attributes up to PROCESS_TIMEOUT old; this checks the process as it is.
+
+        - BPF objects and maps: CAP_SYS_ADMIN, as the kernel asks to walk their
+          ids (bpftool).
+        - A process's maps and fds: what /proc/<pid>/maps asks (the ptrace read
+          check): the reader's open of it, which /proc answers. Every process
+          (`all`) needs CAP_SYS_PTRACE; one's own (`self`) is always allowed."""
+        if view.per_map or view.target in BPF_OBJECT_TARGETS:
+            allowed = reader.has(credentials.CAP_SYS_ADMIN)
+        elif not view.private or key == SELF or credentials.is_daemon(reader):
+            allowed = True
+        elif key == ALL:
+            allowed = reader.has(credentials.CAP_SYS_PTRACE)
+        else:
+            allowed = credentials.may_open_as(reader, f"/proc/{key}/maps")
+        if not allowed:
             raise pyfuse3.FUSEError(errno.EACCES)
 
     def _attach_process(self, view, task_id, whole_process):

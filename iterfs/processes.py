@@ -41,31 +41,6 @@ def owner(pid):
     return status.st_uid, status.st_gid
 
 
-def _ids(status, field):
-    """The real, effective and saved ids of a /proc/<pid>/status Uid: or Gid: line."""
-    for line in status.splitlines():
-        if line.startswith(field):
-            return [int(value) for value in line.split()[1:4]]
-    return []
-
-
-def may_read(pid, uid, gid):
-    """Whether a caller with fs uid `uid` and fs gid `gid` could read
-    /proc/<pid>/maps: ptrace_may_access(PTRACE_MODE_READ_FSCREDS) as the kernel
-    decides it without capabilities. Root may; anyone else only a process whose
-    real, effective and saved uids are all `uid` and gids all `gid`, and that is
-    dumpable (the kernel hands /proc/<pid> to root otherwise)."""
-    if uid == 0:
-        return True
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            status = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        raise ProcessLookupError(errno.ESRCH, f"no process or thread {pid}") from None
-    return (_ids(status, b"Uid:") == [uid] * 3 and _ids(status, b"Gid:") == [gid] * 3
-            and owner(pid)[0] == uid)
-
-
 def thread_group(tid):
     """The tgid of the process a thread belongs to; ProcessLookupError if gone."""
     # Most ids asked about are processes': pidfd_open() takes only a thread

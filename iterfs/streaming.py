@@ -23,7 +23,7 @@ import threading
 
 import trio
 
-from .credentials import acting_as
+from .credentials import acting_as, is_daemon
 
 log = logging.getLogger("iterfs.streaming")
 
@@ -165,10 +165,10 @@ class OpenIterator:
     is touched (a seek, close) the pump is stopped.
     """
 
-    def __init__(self, link, pumps, name, uid, gid):
+    def __init__(self, link, pumps, name, reader):
         self.name = name             # the file's path in the mount, for log lines
-        self.uid = uid               # who opened it, for the per-uid limit
-        self._gid = gid
+        self.uid = reader.uid        # who opened it, for the per-uid limit
+        self._reader = reader        # credentials.Reader: each walk is created as it
         self.link = link
         self.stream = self._open_stream()
         self.lock = trio.Lock()
@@ -323,9 +323,9 @@ class OpenIterator:
         """A walk from the start, with the opener's credentials: the kernel decides
         from them what it shows (credentials.py). Only the calling thread takes
         them, and only for the call: a thread started meanwhile would keep them."""
-        if self.uid == 0:
+        if is_daemon(self._reader):
             return self.link.open()
-        with acting_as(self.uid, self._gid):
+        with acting_as(self._reader):
             return self.link.open()
 
     def _move_to(self, offset):

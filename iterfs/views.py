@@ -30,6 +30,10 @@ log = logging.getLogger("iterfs.views")
 PER_PROCESS_TARGETS = frozenset({"task", "task_file", "task_vma"})
 # What /proc shows only to who may ptrace-read the process: its fds and its maps.
 PRIVATE_TARGETS = frozenset({"task_file", "task_vma"})
+# Objects whose ids the kernel lets only CAP_SYS_ADMIN walk (bpftool's lists).
+BPF_OBJECT_TARGETS = frozenset({"bpf_prog", "bpf_map", "bpf_link"})
+# Views root's alone (0400), as /proc/slabinfo is, or as bpftool needs root.
+ROOT_ONLY_TARGETS = BPF_OBJECT_TARGETS | {"kmem_cache"}
 # The map types each map target attaches to (kernel/bpf/map_iter.c,
 # net/core/bpf_sk_storage.c, net/core/sock_map.c); the kernel also refuses a
 # map whose keys or values are smaller than what the program reads of them.
@@ -81,6 +85,10 @@ class View:
     @property
     def per_map(self):
         return self.target in MAP_TARGETS
+
+    @property
+    def root_only(self):
+        return self.target in ROOT_ONLY_TARGETS
 
     @property
     def is_directory(self):
@@ -143,7 +151,7 @@ class StatusFile:
 
     name = STATUS_NAME
     target = None
-    per_process = per_map = is_directory = private = False
+    per_process = per_map = is_directory = private = root_only = False
 
     def __init__(self, table):
         self._table = table

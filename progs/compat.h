@@ -261,3 +261,33 @@ static __always_inline __u64 bounded(__u64 value, __u64 max)
 }
 
 #endif /* ITERFS_COMPAT_UNIX */
+
+/* ==== the reader's credentials: what an iterator's file may show (sock.h) ==== */
+#ifndef ITERFS_COMPAT_CRED
+#define ITERFS_COMPAT_CRED
+
+#define ITERFS_CAP_SYSLOG 34
+
+/*
+ * 6.3, f122a08b197d ("capability: just use a 'u64' instead of a 'u32[2]'
+ * array"): kernel_cap_t is one u64, `val`. Before, two u32 words, `cap[]`.
+ */
+struct kernel_cap_struct___u32 {
+	__u32 cap[2];
+} __attribute__((preserve_access_index));
+
+struct cred___u32 {
+	struct kernel_cap_struct___u32 cap_effective;
+} __attribute__((preserve_access_index));
+
+/* Whether `cred` holds capability `cap` (a constant) in its effective set. */
+static __always_inline bool cred_capable(const struct cred *cred, int cap)
+{
+	const struct cred___u32 *old = (const void *)cred;
+
+	if (bpf_core_field_exists(cred->cap_effective.val))
+		return BPF_CORE_READ(cred, cap_effective.val) >> cap & 1;
+	return BPF_CORE_READ(old, cap_effective.cap[cap >> 5]) >> (cap & 31) & 1;
+}
+
+#endif /* ITERFS_COMPAT_CRED */

@@ -5,16 +5,18 @@
 
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
+#include "compat.h"
 
 /*
  * A socket's address as %pK prints it for the reader: iterfs creates a reader's
- * iterator with the reader's credentials, so the iterator file's f_cred is
- * theirs. Root sees what /proc shows root; anyone else zeros (what /proc shows
- * them with kptr_restrict >= 1: with 0, /proc shows a hashed value).
+ * iterator with the reader's credentials (uid, gid and no capability the reader
+ * lacks), so the iterator file's f_cred is theirs. A reader with CAP_SYSLOG sees
+ * what /proc shows root; anyone else zeros (what /proc shows them with
+ * kptr_restrict >= 1: with 0, /proc shows a hashed value).
  */
 static __always_inline const void *reader_pointer(struct seq_file *seq, const void *pointer)
 {
-	return BPF_CORE_READ(seq, file, f_cred, euid.val) == 0 ? pointer : NULL;
+	return cred_capable(BPF_CORE_READ(seq, file, f_cred), ITERFS_CAP_SYSLOG) ? pointer : NULL;
 }
 
 /* The tcp and unix iterators hold a reference on the socket shown; /proc holds none. */

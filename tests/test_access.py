@@ -114,6 +114,21 @@ class User:
         subprocess.run(["userdel", self.name], stderr=subprocess.DEVNULL)
 
 
+class CaplessRoot(User):
+    """uid 0 with no capability at all: an empty bounding set, so nothing after
+    exec (setpriv), as a container's root may be."""
+
+    def __init__(self):
+        self.name, self.uid, self.gid = "root without capabilities", 0, 0
+
+    def command(self, *args):
+        return ["setpriv", "--reuid=0", "--regid=0", "--clear-groups", "--bounding-set=-all",
+                "--inh-caps=-all", *map(str, args)]
+
+    def delete(self):
+        pass
+
+
 @pytest.fixture(scope="module")
 def users():
     created = []
@@ -441,3 +456,62 @@ def test_map_views_are_root_only(users):
             entry.read_bytes()
     finally:
         subprocess.run(["rm", "-rf", "--one-file-system", str(top)], check=True)
+
+
+# Runs as root and then stops being dumpable, as a setuid program does.
+UNDUMPABLE = ("import ctypes, sys; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); "
+              "print('ready', flush=True); sys.stdin.read()")
+
+
+def test_root_without_capabilities_is_not_root(shared):
+    """uid 0 alone grants nothing: what the kernel gives on capabilities, iterfs
+    gives on the reader's, as /proc and bpftool show that same reader."""
+    capless, m = CaplessRoot(), shared.mountpoint
+    with started(capless, SLEEPER) as dumpable, started(capless, UNDUMPABLE) as undumpable:
+        assert dumpable.stdout.readline().strip() == "ready"
+        assert undumpable.stdout.readline().strip() == "ready"
+        keep = socket.socket()
+        keep.bind(("127.0.0.1", 0))
+        keep.listen()
+        with keep:
+            private = [m / "task_file" / str(undumpable.pid), m / "task_vma" / str(undumpable.pid),
+                       m / "task_file" / "all", m / "task_vma" / "all",
+                       m / "bpf_prog", m / "bpf_map", m / "bpf_link"]
+            own = [m / "task_file" / str(dumpable.pid), m / "task_vma" / str(dumpable.pid)]
+            proc = [f"/proc/{undumpable.pid}/maps", f"/proc/{dumpable.pid}/maps",
+                    "/proc/kallsyms"]
+            answers = capless.read(*private, *own, m / "ksym", m / "tcp", *proc)
+    # The kernel's answers to the same reader:
+    assert answers[proc[0]] == ["error", os.strerror(errno.EACCES)]
+    assert answers[proc[1]][0] == "ok"
+    assert {line[:16] for line in answers[proc[2]][1].splitlines()} == {ZERO_POINTER}
+    bpftool = subprocess.run(capless.command("bpftool", "prog", "list"), capture_output=True)
+    assert bpftool.returncode != 0
+    # and iterfs's:
+    for path in private:
+        assert answers[str(path)] == ["error", os.strerror(errno.EACCES)], path
+    for path in own:
+        assert answers[str(path)][0] == "ok", (path, answers[str(path)])
+    answer, text = answers[str(m / "ksym")]
+    assert answer == "ok" and {line[:16] for line in text.splitlines()} == {ZERO_POINTER}
+    answer, text = answers[str(m / "tcp")]
+    assert answer == "ok" and set(pointers(text, 11)) == {ZERO_POINTER}, text
+    # Root with its capabilities, for contrast:
+    assert not (m / "ksym").read_text().startswith(ZERO_POINTER)
+    assert (m / "task_file" / "all").read_text().split()[:2] == ["tgid", "pid"]
+
+
+def test_kernel_object_views_are_roots_alone(users, shared):
+    """/proc/slabinfo is 0400, and only CAP_SYS_ADMIN walks the BPF objects."""
+    m = shared.mountpoint
+    views = [view for view in ("kmem_cache", "bpf_prog", "bpf_map", "bpf_link")
+             if view in os.listdir(m)]
+    assert {"bpf_prog", "bpf_map", "bpf_link"} <= set(views)
+    answers = users[0].read(*(m / view for view in views))
+    for view in views:
+        entry = os.stat(m / view)
+        assert (stat.S_IMODE(entry.st_mode), entry.st_uid, entry.st_gid) == (0o400, 0, 0)
+        assert answers[str(m / view)] == ["error", os.strerror(errno.EACCES)]
+        assert (m / view).read_bytes()
+    if "kmem_cache" in views:
+        assert stat.S_IMODE(os.stat("/proc/slabinfo").st_mode) == 0o400
