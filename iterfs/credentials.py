@@ -62,7 +62,7 @@ def reader(pid, uid, gid):
     """The Reader for a request from thread `pid` (a FUSE context's) with fs
     ids `uid` and `gid`. A thread gone since it asked has no capabilities."""
     try:
-        if os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino:
+        if not _in_our_user_namespace(pid):
             return Reader(uid, gid, 0)
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
@@ -71,6 +71,20 @@ def reader(pid, uid, gid):
     except OSError:
         pass
     return Reader(uid, gid, 0)
+
+
+def _in_our_user_namespace(pid):
+    """Whether thread `pid` is in the daemon's user namespace. Its ns/user link
+    says, where the kernel lets the daemon look: not at a process with a
+    capability the daemon lacks (the ptrace check, under a unit's bounding
+    set). There the uid maps are compared: a namespace mapped as ours, which
+    only a writer with CAP_SETUID over ours can make, counts as ours."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/user").st_ino == os.stat("/proc/self/ns/user").st_ino
+    except PermissionError:
+        with open(f"/proc/{pid}/uid_map", "rb") as theirs, \
+                open("/proc/self/uid_map", "rb") as ours:
+            return theirs.read() == ours.read()
 
 
 def _call(number, *arguments):
