@@ -16,6 +16,7 @@ import errno
 import io
 import logging
 import os
+import struct
 import threading
 
 from . import kconfig as kernel_config
@@ -132,6 +133,7 @@ class Object:
             self.programs.append(Program(self, prog))
             prog = lib.bpf_object__next_program(self._obj, prog)
         self.maps = []
+        self.session_maps = None
         map_ = lib.bpf_object__next_map(self._obj, ffi.NULL)
         while map_ != ffi.NULL:
             self.maps.append(Map(map_))
@@ -159,6 +161,7 @@ class Object:
                         f"{os.strerror(code)}", program.name, verifier_log)
             raise _error(f"load BPF object {self.path}", code, _last_warning(warnings))
         self.loaded = True
+        self.session_maps = SessionMaps(self.maps)
         return self
 
     def program(self, name=None, *, section=None):
@@ -172,6 +175,9 @@ class Object:
 
     def close(self):
         if self._obj is not None:
+            if self.session_maps is not None:
+                self.session_maps.release()
+                self.session_maps = None
             lib.bpf_object__close(self._obj)
             self._obj = None
             self.programs = []
@@ -213,6 +219,98 @@ class Map:
         code = lib.bpf_map__set_autocreate(self._map, autocreate)
         if code < 0:
             raise _error(f"set autocreate of map {self.name}", -code)
+
+    @property
+    def fd(self):
+        return lib.bpf_map__fd(self._map)
+
+
+# What a walk and the daemon tell each other (progs/iterfs.h, struct opening):
+# the map the daemon writes before an iterator's first read, by thread id, and
+# the maps whose entries, by session id, the daemon deletes when it closes the
+# iterator. A program that has none of them is told nothing.
+OPENINGS_MAP = "openings"
+SESSION_MAPS = frozenset({"sessions", "walks", "udp_walks"})
+OPENING = struct.Struct("=QQQII")       # session_id, start_boottime, exec_id, flags, unused
+OPENED_PROCESS, OPENED_OWN = 1, 2
+
+
+class SessionMaps:
+    """An object's maps of walks (OPENINGS_MAP, SESSION_MAPS), by fds of their
+    own: they stay while an iterator of the object is open, after a reload
+    closed the object (its links, and the files open on them, stay too).
+    Counted: the object holds one reference, each open iterator one."""
+
+    def __init__(self, maps):
+        names = {m.name: m for m in maps}
+        self._fds = []
+        try:
+            self.openings = self._dup(names[OPENINGS_MAP]) if OPENINGS_MAP in names else -1
+            self.sessions = [self._dup(m) for name, m in names.items() if name in SESSION_MAPS]
+        except BaseException:
+            self._close()
+            raise
+        self._users = 1
+        self._lock = threading.Lock()
+
+    def _dup(self, map_):
+        fd = os.dup(map_.fd)
+        self._fds.append(fd)
+        return fd
+
+    def acquire(self):
+        with self._lock:
+            self._users += 1
+        return self
+
+    def release(self):
+        with self._lock:
+            self._users -= 1
+            last = self._users == 0
+        if last:
+            self._close()
+
+    def _close(self):
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+
+    def tell(self, opening):
+        """Say what open() saw to the walk whose first read this thread makes;
+        the key to read its answer with."""
+        key = struct.pack("=I", threading.get_native_id())
+        value = OPENING.pack(0, opening.start_boottime, opening.exec_id, opening.flags, 0)
+        _check(lib.bpf_map_update_elem(self.openings, key, value, 0), "tell a walk")
+        return key
+
+    def answer(self, key):
+        """The session id the walk answered under `key` (0 if none), taken out."""
+        value = ffi.new("char[]", OPENING.size)
+        found = lib.bpf_map_lookup_elem(self.openings, key, value) == 0
+        lib.bpf_map_delete_elem(self.openings, key)
+        return OPENING.unpack(ffi.buffer(value, OPENING.size))[0] if found else 0
+
+    def forget(self, session):
+        """Delete what the walk `session` left in the maps."""
+        key = struct.pack("=Q", session)
+        for fd in self.sessions:
+            code = lib.bpf_map_delete_elem(fd, key)
+            if code < 0 and code != -errno.ENOENT:
+                _check(code, "delete a walk's state")
+
+
+def _check(code, step):
+    if code < 0:
+        raise _error(step, -code)
+
+
+@dataclasses.dataclass(frozen=True)
+class Opening:
+    """What open() saw, for the walks of one open file: for a file of one
+    process, that process (its leader's start time and exec count)."""
+    flags: int = 0
+    start_boottime: int = 0
+    exec_id: int = 0
 
 
 class Program:
@@ -294,11 +392,17 @@ class Link:
         self.program = program
         self.fd = lib.bpf_link__fd(link)
 
-    def open(self):
+    def open(self, opening=Opening()):
+        """A fresh walk; its program is told `opening` (if it has the maps)."""
         fd = lib.bpf_iter_create(self.fd)
         if fd < 0:
             raise _error(f"create iterator {self.program.name}", -fd)
-        return IteratorStream(fd, self.program.name)
+        maps = self.program.object.session_maps
+        try:
+            return IteratorStream(fd, self.program.name, maps and maps.acquire(), opening)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def close(self):
         if self._link is not None:
@@ -320,10 +424,16 @@ class Link:
 class IteratorStream(io.RawIOBase):
     """The read side of an iterator: a binary, unseekable, file-like object."""
 
-    def __init__(self, fd, name):
+    def __init__(self, fd, name, session_maps=None, opening=Opening()):
+        """`session_maps`: a reference of the stream's own (released at close)."""
         super().__init__()
         self._fd = fd
         self.name = name
+        self._maps = session_maps
+        self._opening = opening
+        # Told once the first read told the walk what open() saw.
+        self._told = session_maps is None or session_maps.openings < 0
+        self._session = 0            # the walk's session id, as it answered
 
     def fileno(self):
         self._checkClosed()
@@ -344,6 +454,21 @@ class IteratorStream(io.RawIOBase):
 
     def _retrying(self, read, argument):
         self._checkClosed()
+        if not self._told:
+            return self._first_read(read, argument)
+        return self._read(read, argument)
+
+    def _first_read(self, read, argument):
+        """The read that begins the walk: the program is told what open() saw,
+        under this thread's id, and answers with the session's id."""
+        key = self._maps.tell(self._opening)
+        try:
+            return self._read(read, argument)
+        finally:
+            self._session = self._maps.answer(key)
+            self._told = True
+
+    def _read(self, read, argument):
         for _ in range(MAX_EAGAIN_RETRIES):
             try:
                 return read(self._fd, argument)
@@ -371,6 +496,12 @@ class IteratorStream(io.RawIOBase):
         if not self.closed:
             try:
                 os.close(self._fd)
+                if self._maps is not None:
+                    try:
+                        if self._session:
+                            self._maps.forget(self._session)
+                    finally:
+                        self._maps.release()
             finally:
                 super().close()
 

@@ -28,7 +28,7 @@ import time
 import pyfuse3
 import trio
 
-from . import credentials, processes
+from . import bpf, credentials, processes
 from .streaming import OpenIterator, Pumps
 from .views import BPF_OBJECT_TARGETS
 
@@ -321,6 +321,7 @@ class IterFS(pyfuse3.Operations):
         view = self.views[index]
         name = view.name if key is None else f"{view.name}/{KEY_NAMES.get(key, key)}"
         reader = credentials.reader(ctx.pid, ctx.uid, ctx.gid)
+        opening = self._opening(view, key, ctx.pid, reader)     # before the check
         self._check_access(view, key, reader)
         if self._open_by_uid[ctx.uid] >= self.max_open_per_uid:
             raise pyfuse3.FUSEError(errno.EMFILE)
@@ -336,7 +337,7 @@ class IterFS(pyfuse3.Operations):
                 raise pyfuse3.FUSEError(errno.ENOENT)
             raise logged_error(name, "open", error)
         try:
-            opened = OpenIterator(link, self._pumps, name, reader)
+            opened = OpenIterator(link, self._pumps, name, reader, opening)
         except BaseException as error:
             link.close()
             if isinstance(error, OSError):
@@ -387,6 +388,26 @@ class IterFS(pyfuse3.Operations):
             allowed = credentials.may_open_as(reader, f"/proc/{key}/maps")
         if not allowed:
             raise pyfuse3.FUSEError(errno.EACCES)
+
+    def _opening(self, view, key, caller, reader):
+        """What the walks of a private view's file are told (progs/opened.h):
+        for a process's file, the process as it is now, before the access check,
+        so that a process that changed since shows nothing; whether it is the
+        caller's own. ENOENT (ProcessLookupError) if it is gone."""
+        if not view.private or key == ALL:
+            return bpf.Opening()
+        flags = bpf.OPENED_PROCESS | (bpf.OPENED_OWN if key == SELF else 0)
+        task_id = caller if key == SELF else key
+        if self.process_list is None:
+            if not credentials.is_daemon(reader):
+                raise pyfuse3.FUSEError(errno.EACCES)   # nothing to tell processes apart
+            return bpf.Opening()
+        tgid = processes.thread_group(task_id)
+        if key == SELF or tgid == task_id:
+            start, exec_id = self.process_list.identity(pid=tgid)
+        else:
+            start, exec_id = self.process_list.identity(tid=task_id)
+        return bpf.Opening(flags, start, exec_id)
 
     def _attach_process(self, view, task_id, whole_process):
         """Attach for a process (its tgid) or, for a thread's own id, that thread."""

@@ -125,6 +125,7 @@ ffi.cdef("""
     const char *bpf_map__name(const struct bpf_map *map);
     uint32_t bpf_map__type(const struct bpf_map *map);
     int bpf_map__set_autocreate(struct bpf_map *map, bool autocreate);
+    int bpf_map__fd(const struct bpf_map *map);
     int libbpf_probe_bpf_map_type(uint32_t map_type, const void *opts);
 
     int bpf_link__fd(const struct bpf_link *link);
@@ -132,6 +133,9 @@ ffi.cdef("""
 
     /* bpf.h */
     int bpf_iter_create(int link_fd);
+    int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags);
+    int bpf_map_lookup_elem(int fd, const void *key, void *value);
+    int bpf_map_delete_elem(int fd, const void *key);
     int bpf_map_get_next_id(uint32_t start_id, uint32_t *next_id);
     int bpf_map_get_fd_by_id(uint32_t id);
     int bpf_obj_get_info_by_fd(int bpf_fd, void *info, uint32_t *info_len);

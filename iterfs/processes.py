@@ -5,8 +5,11 @@ import array
 import errno
 import os
 import re
+import struct
 
 from . import bpf
+
+_IDENTITY = struct.Struct("=QQII")    # progs/internal/processes.bpf.c, struct identity
 
 # Canonical ASCII decimal only: no sign, no leading zero, no underscore, no other
 # script's digits (int() accepts "1_0", " 7" and "٣"; this does not).
@@ -76,15 +79,28 @@ class ProcessList:
     kernel hides from task iterators, whose views are empty, is not listed."""
 
     PROGRAM = "processes"
+    IDENTITY = "identity"
     BATCH = 4096        # bytes a read: 1,024 tgids, so that a listing can start on them
 
     def __init__(self, path):
         self._object = bpf.load(path)
         try:
             self._program = self._object.program(self.PROGRAM)
+            self._identity = self._object.program(self.IDENTITY)
         except BaseException:
             self._object.close()
             raise
+
+    def identity(self, pid=None, tid=None):
+        """What tells the process (of thread `tid`) apart from any other that
+        may take its number: (its leader's start time, its exec count), for
+        progs/opened.h. ProcessLookupError if it is gone."""
+        with self._identity.attach_iterator(pid=pid, tid=tid) as link, link.open() as stream:
+            record = stream.read(_IDENTITY.size)
+        if len(record) != _IDENTITY.size:
+            raise ProcessLookupError(errno.ESRCH, f"no process or thread {pid or tid}")
+        start_boottime, exec_id, _, _ = _IDENTITY.unpack(record)
+        return start_boottime, exec_id
 
     def tgid_batches(self):
         """The tgids in arrays of up to 1,024, as the walk goes on."""

@@ -165,10 +165,11 @@ class OpenIterator:
     is touched (a seek, close) the pump is stopped.
     """
 
-    def __init__(self, link, pumps, name, reader):
+    def __init__(self, link, pumps, name, reader, opening):
         self.name = name             # the file's path in the mount, for log lines
         self.uid = reader.uid        # who opened it, for the per-uid limit
         self._reader = reader        # credentials.Reader: each walk is created as it
+        self._opening = opening      # bpf.Opening: what each walk is told open() saw
         self.link = link
         self.stream = self._open_stream()
         self.lock = trio.Lock()
@@ -324,9 +325,9 @@ class OpenIterator:
         from them what it shows (credentials.py). Only the calling thread takes
         them, and only for the call: a thread started meanwhile would keep them."""
         if is_daemon(self._reader):
-            return self.link.open()
+            return self.link.open(self._opening)
         with acting_as(self._reader):
-            return self.link.open()
+            return self.link.open(self._opening)
 
     def _move_to(self, offset):
         """Worker thread, pump stopped: make `offset` the next byte to return."""

@@ -134,7 +134,7 @@ class TextLink:
     def __init__(self, text):
         self._data = text.encode()
 
-    def open(self):
+    def open(self, opening=None):
         return TextStream(self._data)
 
     def close(self):

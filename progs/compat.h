@@ -290,4 +290,37 @@ static __always_inline bool cred_capable(const struct cred *cred, int cap)
 	return BPF_CORE_READ(old, cap_effective.cap[cap >> 5]) >> (cap & 31) & 1;
 }
 
+#define MMF_DUMPABLE_MASK	3
+#define SUID_DUMP_USER		1
+
+/*
+ * 6.18, mm_flags_t (the mm_flags_*() accessors series): mm_struct.flags is a
+ * bitmap, whose first word holds the bits the unsigned long `flags` held
+ * before, the dumpable mode (MMF_DUMPABLE_MASK) among them.
+ */
+struct mm_flags___bitmap {
+	unsigned long __mm_flags[1];
+} __attribute__((preserve_access_index));
+
+struct mm_struct___bitmap {
+	struct mm_flags___bitmap flags;
+} __attribute__((preserve_access_index));
+
+struct mm_struct___word {
+	unsigned long flags;
+} __attribute__((preserve_access_index));
+
+/* get_dumpable(): SUID_DUMP_USER for a task without an mm, which nothing restricts. */
+static __always_inline unsigned long mm_dumpable(struct mm_struct *mm)
+{
+	struct mm_struct___bitmap *bitmap = (void *)mm;
+	struct mm_struct___word *word = (void *)mm;
+
+	if (!mm)
+		return SUID_DUMP_USER;
+	if (bpf_core_field_exists(bitmap->flags.__mm_flags))
+		return BPF_CORE_READ(bitmap, flags.__mm_flags[0]) & MMF_DUMPABLE_MASK;
+	return BPF_CORE_READ(word, flags) & MMF_DUMPABLE_MASK;
+}
+
 #endif /* ITERFS_COMPAT_CRED */

@@ -6,22 +6,71 @@
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
+#include "pid.h"
+
+/*
+ * What the daemon tells a walk before it begins, and what the walk tells the
+ * daemon back. Before an iterator's first read, the daemon thread about to
+ * read writes under its thread id (gettid(), in its own pid namespace) what
+ * open() saw (for a file of one process:
+ * which process, as its start time and exec count). The first call of the
+ * walk's session, in that read, takes it into the session and answers with the
+ * session's id, which the daemon keeps to delete the session's entries when it
+ * closes the iterator: no entry outlives its iterator, so these maps are plain
+ * hashes, where one reader can never evict another's entry.
+ */
+#define OPENED_PROCESS	1	/* a file of one process: shown as open() saw it */
+#define OPENED_OWN	2	/* the reader's own process (self) */
+#define OPENED_TOLD	4	/* set by the walk: the daemon said who it is for */
+
+struct opening {
+	__u64 session_id;	/* the walk's answer */
+	__u64 start_boottime;	/* the process's (its leader's), at open() */
+	__u64 exec_id;		/* its leader's self_exec_id, at open() */
+	__u32 flags;
+	__u32 unused;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct opening);
+} openings SEC(".maps");
+
+/* The daemon's word for the walk that begins now, in this thread; zeros if none. */
+static __always_inline struct opening opening_take(struct bpf_iter_meta *meta)
+{
+	__u32 tid = reader_tid();
+	struct opening *told = bpf_map_lookup_elem(&openings, &tid);
+	struct opening taken = {};
+
+	if (told) {
+		told->session_id = meta->session_id;
+		taken = *told;
+		taken.flags |= OPENED_TOLD;
+	}
+	return taken;
+}
 
 /*
  * State of one reader's walk, keyed by the iterator's session id (unique per
  * iterator fd). The kernel shows an object again when its text did not fit in
  * the read buffer, so numbering must recognise a repeat by its seq_num.
- * A reader that closes before the end leaves its entry behind: LRU bounds that.
  */
 struct session {
 	__u64 last_seq_num_plus_one;	/* 0: no object numbered yet */
 	__u32 next_number;
 	__u32 header_done;
+	struct opening opened;
 };
 
+/* Sized above the daemon's limit on open iterators (fs.py MAX_OPEN). */
+#define SESSIONS 16384
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SESSIONS);
 	__type(key, __u64);
 	__type(value, struct session);
 } sessions SEC(".maps");
@@ -33,7 +82,7 @@ static __always_inline struct session *session_get(struct bpf_iter_meta *meta)
 
 	if (s)
 		return s;
-	struct session fresh = {};
+	struct session fresh = { .opened = opening_take(meta) };
 	bpf_map_update_elem(&sessions, &id, &fresh, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&sessions, &id);
 }

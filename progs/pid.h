@@ -47,4 +47,20 @@ static __always_inline struct pid_namespace *reader_pid_ns(void)
 	return upid.ns;
 }
 
+/* gettid() of the reading thread: its number in its own pid namespace, where
+ * bpf_get_current_pid_tgid() gives the initial namespace's. 0 if unknown. */
+static __always_inline __u32 reader_tid(void)
+{
+	struct pid *pid = BPF_CORE_READ(bpf_get_current_task_btf(), thread_pid);
+	unsigned int level = BPF_CORE_READ(pid, level);
+	struct upid upid;
+
+	if (level > MAX_PID_NS_LEVEL ||
+	    bpf_probe_read_kernel(&upid, sizeof(upid),
+				  (void *)((__u64)pid + bpf_core_field_offset(struct pid, numbers) +
+					   level * sizeof(struct upid))))
+		return 0;
+	return upid.nr;
+}
+
 #endif /* ITERFS_PID_H */

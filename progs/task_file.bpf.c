@@ -6,6 +6,7 @@
  * the way /proc/<pid>/maps writes it, so that every line is one descriptor.
  */
 #include "iterfs.h"
+#include "opened.h"
 #include "text.h"
 #include "scratch.h"
 
@@ -54,19 +55,16 @@ int task_file(struct bpf_iter__task_file *ctx)
 	long length;
 	__u32 at;
 
-	/* Only the header needs the session: skip the lookup on every other file. */
-	if (meta->seq_num == 0 || !file) {
-		session = session_get(meta);
-		if (session && session_wants_header(session, meta, file))
-			BPF_SEQ_PRINTF(seq, "%8s %8s %8s %10s %10s %s\n",
-				       "tgid", "pid", "fd", "flags", "pos", "path");
-		if (!file) {
-			session_end(meta);
-			return 0;
-		}
+	session = session_get(meta);
+	if (session && session_wants_header(session, meta, file))
+		BPF_SEQ_PRINTF(seq, "%8s %8s %8s %10s %10s %s\n",
+			       "tgid", "pid", "fd", "flags", "pos", "path");
+	if (!file) {
+		session_end(meta);
+		return 0;
 	}
 	s = scratch();
-	if (!s || !task)
+	if (!s || !may_show_task(session, seq, task))
 		return 0;
 
 	pos = file->f_pos;

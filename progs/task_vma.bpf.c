@@ -23,6 +23,7 @@
 #include <bpf/bpf_helpers.h>
 #include "scratch.h"
 #include "compat.h"
+#include "opened.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -89,10 +90,10 @@ struct walk {
 	struct mm_mark after_last;
 };
 
-/* A reader that closes before the end leaves its entry behind: LRU bounds that. */
+/* Deleted at the walk's end, or by the daemon when it closes the iterator. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SESSIONS);
 	__type(key, __u64);
 	__type(value, struct walk);
 } walks SEC(".maps");
@@ -524,6 +525,7 @@ int task_vma(struct bpf_iter__task_vma *ctx)
 	struct task_struct *task = ctx->task;
 	struct vm_area_struct *vma = ctx->vma;
 	struct mm_mark before, here;
+	struct session *session;
 	struct scratch *s;
 	struct walk *w;
 	int type;
@@ -531,6 +533,7 @@ int task_vma(struct bpf_iter__task_vma *ctx)
 	w = walk_get(meta);
 	if (!w)
 		return 0;
+	session = session_get(meta);
 	type = w->type;
 	if (!vma) {
 		/* The final call. Kept if its line did not fit: it is called again. */
@@ -539,10 +542,12 @@ int task_vma(struct bpf_iter__task_vma *ctx)
 			__u64 id = meta->session_id;
 
 			bpf_map_delete_elem(&walks, &id);
+			session_end(meta);
 		}
 		return 0;
 	}
-	if (!task || (type != BPF_TASK_ITER_TID && task->pid != task->tgid))
+	if (!task || (type != BPF_TASK_ITER_TID && task->pid != task->tgid) ||
+	    !may_show_task(session, seq, task))
 		return 0;
 	s = scratch();
 	if (!s)

@@ -27,6 +27,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "compat.h"
+#include "iterfs.h"
 #include "sock.h"
 
 #define AF_INET		2
@@ -68,11 +69,12 @@ struct udp_walk {
 
 /*
  * Keyed by the iterator's session id. A reader that closes early leaves its
- * entry to LRU, and before 6.5 so does every walk that ended (udp_table_show()).
+ * entry, and before 6.5 so does every walk that ended (udp_table_show()): the
+ * daemon deletes it when it closes the iterator (iterfs.h, struct opening).
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SESSIONS);
 	__type(key, __u64);
 	__type(value, struct udp_walk);
 } udp_walks SEC(".maps");
@@ -391,6 +393,7 @@ static __always_inline struct udp_walk *udp_walk_get(struct bpf_iter_meta *meta)
 	if (walk)
 		return walk;
 	struct udp_walk fresh = {};
+	opening_take(meta);		/* tells the daemon the session's id */
 	bpf_map_update_elem(&udp_walks, &id, &fresh, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&udp_walks, &id);
 }
@@ -459,7 +462,7 @@ static __always_inline int udp_table_show(struct bpf_iter__udp *ctx, int family)
 	/*
 	 * The walk is over. Where the iterator may call again after its end
 	 * (before 6.5: see compat.h), the finished walk stays, so that those
-	 * calls print nothing; LRU drops it in time.
+	 * calls print nothing; the daemon deletes it at close.
 	 */
 	if (final && udp_iter_batches())
 		bpf_map_delete_elem(&udp_walks, &id);

@@ -515,3 +515,203 @@ def test_kernel_object_views_are_roots_alone(users, shared):
         assert (m / view).read_bytes()
     if "kmem_cache" in views:
         assert stat.S_IMODE(os.stat("/proc/slabinfo").st_mode) == 0o400
+
+
+# Runs as the user: opens task_file/self, forks; the parent then execs the
+# setuid program given (the same process, privileged now) and the child, which
+# kept the open file, reads it again from the start: a new walk.
+FOLLOW_EXEC = r"""
+import json, os, sys, time
+path, setuid_program = sys.argv[1], sys.argv[2]
+fd = os.open(path, os.O_RDONLY)
+first = os.pread(fd, 1 << 16, 0).decode()
+pid = os.getpid()
+child = os.fork()
+if child == 0:
+    for _ in range(200):
+        with open(f"/proc/{pid}/status") as f:
+            if any(line.startswith("Uid:") and line.split()[2] == "0" for line in f):
+                break
+        time.sleep(0.01)
+    again = os.pread(fd, 1 << 16, 0).decode()
+    print(json.dumps({"first": first, "again": again, "pid": pid}), flush=True)
+    os._exit(0)
+os.execv(setuid_program, [setuid_program, "3"])
+"""
+
+
+def setuid_copy(directory, program):
+    """A setuid-root copy of `program`, in a directory any user can reach."""
+    copy = Path(directory) / Path(program).name
+    copy.write_bytes(Path(program).read_bytes())
+    os.chmod(copy, 0o4755)
+    return copy
+
+
+def shown_pids(text, column=0):
+    return {line.split()[column] for line in text.splitlines()[1:]}
+
+
+@pytest.mark.parametrize("view", ["task_file", "task_vma"])
+def test_a_file_follows_the_process_not_its_number(users, shared, view):
+    """A file opened for a process shows nothing once it exec'd a setuid
+    program, though its pid and the open file are the same: /proc refuses
+    that reader the setuid process, and iterfs re-walks by number."""
+    top = Path(tempfile.mkdtemp(prefix="iterfs-setuid-", dir="/tmp"))
+    try:
+        os.chmod(top, 0o755)
+        program = setuid_copy(top, "/usr/bin/sleep")
+        process = subprocess.run(
+            users[0].command("/usr/bin/python3", "-c", FOLLOW_EXEC,
+                             shared.mountpoint / view / "self", program),
+            capture_output=True, text=True, timeout=60)
+        assert process.returncode == 0, process.stderr
+        answer = json.loads(process.stdout)
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(top)], check=True)
+    if view == "task_file":
+        assert shown_pids(answer["first"]) == {str(answer["pid"])}
+        assert answer["again"].splitlines()[1:] == [], answer["again"]
+    else:
+        assert "python3" in answer["first"]
+        assert answer["again"] == "", answer["again"]
+
+
+# Runs as the user: a process that stops being dumpable when told, as one
+# does after it changed its credentials.
+GOES_UNDUMPABLE = r"""
+import ctypes, sys
+print("ready", flush=True)
+sys.stdin.readline()
+ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)      # PR_SET_DUMPABLE 0
+print("undumpable", flush=True)
+sys.stdin.read()
+"""
+
+# Runs as the user: opens a file and reads it; when told, reads it from the
+# start again (a new walk), and prints both.
+READ_TWICE = r"""
+import json, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+first = os.pread(fd, 1 << 16, 0).decode()
+print("read", flush=True)
+sys.stdin.readline()
+again = os.pread(fd, 1 << 16, 0).decode()
+print(json.dumps({"first": first, "again": again}), flush=True)
+"""
+
+
+def test_a_process_no_longer_dumpable_is_no_longer_shown(users, shared):
+    """Opened by number by its owner: the ptrace rule is decided at every walk,
+    on the process as it is then, and a process that is no longer dumpable is
+    the kernel's to show to root alone."""
+    with started(users[0], GOES_UNDUMPABLE) as holder:
+        assert holder.stdout.readline().strip() == "ready"
+        with started(users[0], READ_TWICE, shared.mountpoint / "task_file" / str(holder.pid)) \
+                as reader:
+            assert reader.stdout.readline().strip() == "read"
+            holder.stdin.write("go\n")
+            holder.stdin.flush()
+            assert holder.stdout.readline().strip() == "undumpable"
+            refused = users[0].read(f"/proc/{holder.pid}/maps")[f"/proc/{holder.pid}/maps"]
+            reader.stdin.write("go\n")
+            reader.stdin.flush()
+            answer = json.loads(reader.stdout.readline())
+    assert refused == ["error", os.strerror(errno.EACCES)]      # what /proc says now
+    assert shown_pids(answer["first"]) == {str(holder.pid)}
+    assert answer["again"].splitlines()[1:] == [], answer["again"]
+
+
+def test_a_pid_taken_by_another_process_shows_nothing(users, shared):
+    """The process a file was opened for exits and another takes its pid
+    (ns_last_pid makes it happen at once): the file shows nothing of it."""
+    with started(users[0], SLEEPER) as first:
+        assert first.stdout.readline().strip() == "ready"
+        pid = first.pid
+        with started(users[0], READ_TWICE, shared.mountpoint / "task_file" / str(pid)) \
+                as reader:
+            assert reader.stdout.readline().strip() == "read"
+            first.kill()
+            first.wait()
+            for _ in range(50):
+                Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+                second = users[0].start(SLEEPER)
+                if second.pid == pid:
+                    break
+                second.kill()
+                second.wait()
+            try:
+                assert second.pid == pid, "the pid was not taken again"
+                assert second.stdout.readline().strip() == "ready"
+                reader.stdin.write("go\n")
+                reader.stdin.flush()
+                answer = json.loads(reader.stdout.readline())
+                # The same user may read the new process through a new open.
+                fresh = users[0].read(shared.mountpoint / "task_file" / str(pid))
+            finally:
+                second.kill()
+                second.wait()
+    assert shown_pids(answer["first"]) == {str(pid)}
+    assert answer["again"].splitlines()[1:] == [], answer["again"]
+    answer, text = fresh[str(shared.mountpoint / "task_file" / str(pid))]
+    assert answer == "ok" and shown_pids(text) == {str(pid)}, text
+
+
+# Runs as the user: opens a file, reads a little of it and closes it, `count`
+# times: each leaves a walk begun and never ended.
+ABANDON = r"""
+import os, sys
+for _ in range(int(sys.argv[2])):
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    os.read(fd, 1)
+    os.close(fd)
+print("done", flush=True)
+"""
+
+
+def session_entries(daemon, view):
+    """How many walks the view's program keeps state for, from bpftool."""
+    programs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], check=True,
+                                         capture_output=True, text=True).stdout)
+    owned = set(daemon.program_ids())
+    maps = {map_id for p in programs if p["id"] in owned and p.get("name") == view
+            for map_id in p.get("map_ids", [])}
+    count = 0
+    for map_id in maps:
+        info = json.loads(subprocess.run(["bpftool", "-j", "map", "show", "id", str(map_id)],
+                                         check=True, capture_output=True, text=True).stdout)
+        if info.get("name") == "sessions":
+            dump = subprocess.run(["bpftool", "-j", "map", "dump", "id", str(map_id)],
+                                  check=True, capture_output=True, text=True).stdout
+            count += len(json.loads(dump))
+    return count
+
+
+def test_no_reader_disturbs_another_readers_walk(users, shared):
+    """A walk's state lives as long as its iterator: thousands of walks another
+    user begins and abandons neither evict it (its header and `sl` numbers
+    stay whole) nor stay behind."""
+    m = shared.mountpoint
+    with contextlib.ExitStack() as stack:
+        for _ in range(60):
+            sock = stack.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            sock.listen()
+        fd = os.open(m / "tcp", os.O_RDONLY)
+        try:
+            head = os.read(fd, 4096)
+            abandon = subprocess.run(users[1].command("/usr/bin/python3", "-c", ABANDON,
+                                                      m / "tcp", "20000"),
+                                     capture_output=True, text=True, timeout=300)
+            assert abandon.stdout.strip() == "done", abandon.stderr
+            rest = b""
+            while chunk := os.read(fd, 4096):
+                rest += chunk
+        finally:
+            os.close(fd)
+        lines = (head + rest).decode().splitlines()
+        left = session_entries(shared, "tcp")
+    assert lines[0].split()[:2] == ["sl", "local_address"]
+    numbers = [int(line.split(":")[0]) for line in lines[1:]]
+    assert numbers == list(range(len(numbers))) and len(numbers) >= 60, lines[:3]
+    assert left == 0

@@ -54,3 +54,35 @@ int processes(struct bpf_iter__task *ctx)
 		bpf_seq_write(ctx->meta->seq, &tgid, sizeof(tgid));
 	return 0;
 }
+
+/*
+ * Which process a file of one process is opened for, as open() sees it: the
+ * leader's start time and exec count, which progs/opened.h compares at every
+ * task a walk shows. Attached to one process or thread; one record.
+ */
+struct identity {
+	__u64 start_boottime;
+	__u64 exec_id;
+	__u32 tgid;
+	__u32 tid;
+};
+
+SEC("iter/task")
+int identity(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct task_struct *leader;
+	struct identity id = {};
+
+	if (!task || ctx->meta->seq_num != 0)
+		return 0;
+	leader = task->group_leader;
+	if (!leader)
+		return 0;
+	id.start_boottime = leader->start_boottime;
+	id.exec_id = leader->self_exec_id;
+	id.tgid = task->tgid;
+	id.tid = task->pid;
+	bpf_seq_write(ctx->meta->seq, &id, sizeof(id));
+	return 0;
+}
