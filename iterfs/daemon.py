@@ -23,7 +23,7 @@ from . import credentials
 from .compiler import Compiler
 from .directories import ProgramDirectory
 from .escape import OneLineFilter
-from .fs import MAX_OPEN_PER_UID, IterFS
+from .fs import MAX_OPEN_PER_UID, IterFS, open_limit
 from .processes import ProcessList
 from .views import ViewTable
 
@@ -283,7 +283,9 @@ def main(argv=None):
             print(f"iterfs: no view in {args.objects} could be loaded", file=sys.stderr)
             return 1
         process_list = stack.enter_context(open_process_list(args.objects))
-        fs = IterFS(views, max_open_per_uid=args.max_open_per_uid, process_list=process_list)
+        fs = IterFS(views, max_open_per_uid=args.max_open_per_uid,
+                    max_open=open_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[0]),
+                    process_list=process_list)
         options = set(pyfuse3.default_options) | set(MOUNT_OPTIONS) | set(args.options)
         if args.allow_other:
             options.add("allow_other")

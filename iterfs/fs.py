@@ -50,6 +50,21 @@ PROCESS_TIMEOUT = 1.0
 READER_THREADS = 32
 # Iterators one uid may hold open at once: each is a link and an iterator fd.
 MAX_OPEN_PER_UID = 256
+# Iterators all readers together may hold open: below the programs' session
+# maps (progs/iterfs.h, SESSIONS) and within the daemon's fds (open_limits()).
+MAX_OPEN = 8192
+# Open files and directories kept for root alone, however many users hold the rest.
+ROOT_RESERVE = 256
+# Directory handles (each holds a listing) one uid, and all together, may hold.
+MAX_DIRECTORIES_PER_UID = 256
+MAX_DIRECTORIES = 8192
+# The daemon's own fds beside the iterators: programs, maps, FUSE, logs.
+FD_HEADROOM = 1024
+
+
+def open_limit(fd_limit):
+    """How many files may be open at once with `fd_limit` fds: two fds each."""
+    return max(ROOT_RESERVE + 1, min(MAX_OPEN, (fd_limit - FD_HEADROOM) // 2))
 
 WORLD_READABLE = stat.S_IFREG | 0o444
 OWNER_ONLY = stat.S_IFREG | 0o400
@@ -110,6 +125,7 @@ class Listing:
         self.rest_base = rest.st_ino & ~0xFFFF_FFFF if rest is not None else 0
         self.complete = True
         self.closed = False
+        self.uid = 0                     # who opened it, for the limits
         self._more = None                # trio.Event a readdir() waits on
         self._token = None
 
@@ -155,13 +171,16 @@ class Listing:
 
 
 class IterFS(pyfuse3.Operations):
-    def __init__(self, views, *, max_open_per_uid=MAX_OPEN_PER_UID, process_list=None):
+    def __init__(self, views, *, max_open_per_uid=MAX_OPEN_PER_UID, max_open=MAX_OPEN,
+                 process_list=None):
         super().__init__()
         self.views = views      # a views.ViewTable: number -> view, replaced at reloads
         # processes.ProcessList, or None: process directories list /proc then.
         self.process_list = process_list
         self.max_open_per_uid = max_open_per_uid
+        self.max_open = max_open
         self._open_by_uid = collections.Counter()
+        self._directories_by_uid = collections.Counter()
         self._pid_max = processes.read_pid_max()
         self._mounted_ns = time.time_ns()
         self._open = {}
@@ -263,6 +282,9 @@ class IterFS(pyfuse3.Operations):
     @fuse_operation
     async def opendir(self, inode, ctx):
         index, key = self._resolve(inode)
+        if not self._may_hold(self._directories_by_uid, ctx.uid, MAX_DIRECTORIES_PER_UID,
+                              MAX_DIRECTORIES):
+            raise pyfuse3.FUSEError(errno.EMFILE)
         if index is None:
             listing = Listing([v.name.encode() for v in self.views.values()],
                               [self._view_attributes(i) for i in self.views])
@@ -278,7 +300,9 @@ class IterFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         # A snapshot, so that offsets stay meaningful across readdir calls.
         handle = self._new_handle()
+        listing.uid = ctx.uid
         self._directories[handle] = listing
+        self._directories_by_uid[ctx.uid] += 1
         return handle
 
     @fuse_operation
@@ -308,6 +332,9 @@ class IterFS(pyfuse3.Operations):
         listing = self._directories.pop(fh, None)
         if listing is not None:
             listing.closed = True
+            self._directories_by_uid[listing.uid] -= 1
+            if not self._directories_by_uid[listing.uid]:
+                del self._directories_by_uid[listing.uid]
 
     # -- files ------------------------------------------------------------
 
@@ -323,7 +350,8 @@ class IterFS(pyfuse3.Operations):
         reader = credentials.reader(ctx.pid, ctx.uid, ctx.gid)
         opening = self._opening(view, key, ctx.pid, reader)     # before the check
         self._check_access(view, key, reader)
-        if self._open_by_uid[ctx.uid] >= self.max_open_per_uid:
+        if not self._may_hold(self._open_by_uid, ctx.uid, self.max_open_per_uid,
+                              self.max_open):
             raise pyfuse3.FUSEError(errno.EMFILE)
         try:
             if key is None or key == ALL:
@@ -347,6 +375,16 @@ class IterFS(pyfuse3.Operations):
         self._open[handle] = opened
         self._open_by_uid[ctx.uid] += 1
         return pyfuse3.FileInfo(fh=handle, direct_io=True, keep_cache=False)
+
+    @staticmethod
+    def _may_hold(held, uid, per_uid, total):
+        """Whether `uid` may hold one more of what `held` counts by uid: at most
+        `per_uid` each, and `total` in all, of which the last ROOT_RESERVE are
+        root's alone, so that root is served whatever the others hold."""
+        everyone = sum(held.values())
+        if uid == 0:
+            return everyone < total
+        return held[uid] < per_uid and everyone < total - ROOT_RESERVE
 
     def _list_processes(self, listing):
         """Fill a process directory's listing: from the kernel's task iterator

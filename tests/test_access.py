@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import needs_target, running_daemon
+from iterfs.fs import FD_HEADROOM, ROOT_RESERVE
 
 ZERO_POINTER = "0" * 16
 
@@ -142,12 +143,12 @@ def users():
 
 
 @contextlib.contextmanager
-def reachable_mount(*args):
+def reachable_mount(*args, prefix=()):
     """A mount in a directory every user can reach (pytest's are root's alone)."""
     top = Path(tempfile.mkdtemp(prefix="iterfs-access-", dir="/tmp"))
     try:
         os.chmod(top, 0o755)
-        with running_daemon(top / "mnt", *args) as daemon:
+        with running_daemon(top / "mnt", *args, prefix=prefix) as daemon:
             yield daemon
     finally:
         for leftover in top.iterdir():
@@ -302,6 +303,39 @@ def test_open_files_per_uid_are_capped(users, tmp_path):
         while users[0].read(m / "netlink")[str(m / "netlink")][0] != "ok":
             assert time.monotonic() < deadline, "the cap was not lifted"
             time.sleep(0.1)
+
+
+def test_all_users_together_leave_root_its_reserve(users):
+    """Two fds an open file: the daemon's fd limit bounds the files all users
+    hold together, and the last ROOT_RESERVE of them are root's. Users who take
+    the rest get EMFILE; root is still served."""
+    users_share = 60
+    fd_limit = FD_HEADROOM + 2 * (ROOT_RESERVE + users_share)
+    with reachable_mount("--allow-other", prefix=["prlimit", f"--nofile={fd_limit}"]) as daemon:
+        m = daemon.mountpoint
+        with started(users[0], HOARDER, m / "netlink", 40) as first, \
+                contextlib.ExitStack() as held_by_root:
+            assert json.loads(first.stdout.readline()) == {"held": 40, "refused": {}}
+            with started(users[1], HOARDER, m / "netlink", 40) as second:
+                assert json.loads(second.stdout.readline()) == \
+                    {"held": users_share - 40, "refused": {"EMFILE": 40 - (users_share - 40)}}
+                files = [held_by_root.enter_context(open(m / "netlink", "rb"))
+                         for _ in range(ROOT_RESERVE)]
+                assert all(f.read().startswith(b"sk ") for f in files)
+                with pytest.raises(OSError) as refused:
+                    open(m / "netlink", "rb")
+                assert refused.value.errno == errno.EMFILE
+        assert "Traceback" not in daemon.log()
+
+
+def test_directory_handles_per_uid_are_capped(users, shared):
+    """A directory handle holds a listing: 256 a uid, as for files."""
+    m = shared.mountpoint
+    with started(users[0], HOARDER, m / "task", 300) as hoarder:
+        assert json.loads(hoarder.stdout.readline()) == {"held": 256, "refused": {"EMFILE": 44}}
+        assert str(os.getpid()) in os.listdir(m / "task")
+        answer = users[1].python("import os, sys; print(len(os.listdir(sys.argv[1])))", m / "task")
+        assert answer > 3
 
 
 # -- fuzz --------------------------------------------------------------------
