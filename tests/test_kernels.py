@@ -211,9 +211,15 @@ def test_task_vma_without_a_kernel_config(hidden_config_mount):
     """Page size and the [vsyscall] line come from config values."""
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
-        time.sleep(0.1)
-        maps = Path(f"/proc/{sleeper.pid}/maps").read_text()
-        assert hidden_config_mount.read(f"task_vma/{sleeper.pid}") == maps
+        # sleep maps its locale files as it starts, later in an emulated VM:
+        # ours is compared once /proc says the same before and after it.
+        for _ in range(50):
+            maps = Path(f"/proc/{sleeper.pid}/maps").read_text()
+            ours = hidden_config_mount.read(f"task_vma/{sleeper.pid}")
+            if Path(f"/proc/{sleeper.pid}/maps").read_text() == maps:
+                break
+            time.sleep(0.1)
+        assert ours == maps
     finally:
         sleeper.kill()
         sleeper.wait()

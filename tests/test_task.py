@@ -288,8 +288,12 @@ def test_stopped_process_every_thread_equals_proc(mount, burnt):
     user, system, mixed, idle = (ours[burnt.tids[n]] for n in (b"user", b"system", b"mixed",
                                                                 b"idle"))
     assert user.utime >= 20 and mixed.utime >= 20 and mixed.stime >= 20
-    # Starting a thread costs under a tick, but not in an emulated VM (test-kernels).
-    assert idle.utime + idle.stime <= (0 if not os.environ.get("ITERFS_SHARED_MOUNT") else 10)
+    # Starting a thread costs under a tick; in an emulated VM (test-kernels), on
+    # a loaded host, up to a tenth of a second: there, less than a busy thread.
+    if not os.environ.get("ITERFS_SHARED_MOUNT"):
+        assert idle.utime + idle.stime == 0
+    else:
+        assert idle.utime + idle.stime < min(user.utime, mixed.utime + mixed.stime)
     # Both tick counts non-zero, and a product past 64 bits: the 128-bit path ran.
     assert system.utime > 0
     total = (system.utime + system.stime) * CLOCK_TICK_NS
