@@ -15,10 +15,12 @@ the real and saved uids stay 0, so the permitted set stays, and the thread takes
 back what it needs with capset.
 """
 
+import collections
 import contextlib
 import ctypes
 import dataclasses
 import errno
+import functools
 import os
 import platform
 
@@ -34,6 +36,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 CAP_SYS_PTRACE = 19
 CAP_SYS_ADMIN = 21
 CAP_SYSLOG = 34
+
+_UserNamespace = collections.namedtuple("_UserNamespace", "inode uid_map")
 
 
 class _Header(ctypes.Structure):
@@ -79,12 +83,27 @@ def _in_our_user_namespace(pid):
     capability the daemon lacks (the ptrace check, under a unit's bounding
     set). There the uid maps are compared: a namespace mapped as ours, which
     only a writer with CAP_SETUID over ours can make, counts as ours."""
+    ours = _own_user_namespace()
     try:
-        return os.stat(f"/proc/{pid}/ns/user").st_ino == os.stat("/proc/self/ns/user").st_ino
+        return os.stat(f"/proc/{pid}/ns/user").st_ino == ours.inode
     except PermissionError:
-        with open(f"/proc/{pid}/uid_map", "rb") as theirs, \
-                open("/proc/self/uid_map", "rb") as ours:
-            return theirs.read() == ours.read()
+        with open(f"/proc/{pid}/uid_map", "rb") as theirs:
+            return theirs.read() == ours.uid_map
+
+
+@functools.cache
+def _own_user_namespace():
+    """The daemon's user namespace (its inode and uid map): read once, it
+    never changes."""
+    with open("/proc/self/uid_map", "rb") as uid_map:
+        return _UserNamespace(os.stat("/proc/self/ns/user").st_ino, uid_map.read())
+
+
+@functools.cache
+def _daemon_effective():
+    """The daemon's effective capabilities, read once: a thread that acts as a
+    reader gives them back before anything else reads them (acting_as)."""
+    return _capabilities()[0]
 
 
 def _call(number, *arguments):
@@ -133,7 +152,7 @@ def acting_as(who):
 def is_daemon(who):
     """Whether `who` is root with every capability the daemon has: nothing to
     take from the daemon's own credentials to act as it."""
-    return who.uid == 0 and who.gid == 0 and _capabilities()[0] & ~who.capabilities == 0
+    return who.uid == 0 and who.gid == 0 and _daemon_effective() & ~who.capabilities == 0
 
 
 def may_open_as(who, path):

@@ -32,35 +32,34 @@ static __always_inline int pid_nr_ns(struct pid *pid, struct pid_namespace *ns)
 	return upid.ns == ns ? upid.nr : 0;
 }
 
-/* task_active_pid_ns(current): where the iterator numbers the tasks it visits. */
-static __always_inline struct pid_namespace *reader_pid_ns(void)
+/* The reading thread's own upid: its number and pid namespace at its level.
+ * False if it cannot be read. */
+static __always_inline bool reader_upid(struct upid *upid)
 {
 	struct pid *pid = BPF_CORE_READ(bpf_get_current_task_btf(), thread_pid);
 	unsigned int level = BPF_CORE_READ(pid, level);
+
+	return level <= MAX_PID_NS_LEVEL &&
+	       !bpf_probe_read_kernel(upid, sizeof(*upid),
+				      (void *)((__u64)pid + bpf_core_field_offset(struct pid, numbers) +
+					       level * sizeof(struct upid)));
+}
+
+/* task_active_pid_ns(current): where the iterator numbers the tasks it visits. */
+static __always_inline struct pid_namespace *reader_pid_ns(void)
+{
 	struct upid upid;
 
-	if (level > MAX_PID_NS_LEVEL ||
-	    bpf_probe_read_kernel(&upid, sizeof(upid),
-				  (void *)((__u64)pid + bpf_core_field_offset(struct pid, numbers) +
-					   level * sizeof(struct upid))))
-		return NULL;
-	return upid.ns;
+	return reader_upid(&upid) ? upid.ns : NULL;
 }
 
 /* gettid() of the reading thread: its number in its own pid namespace, where
  * bpf_get_current_pid_tgid() gives the initial namespace's. 0 if unknown. */
 static __always_inline __u32 reader_tid(void)
 {
-	struct pid *pid = BPF_CORE_READ(bpf_get_current_task_btf(), thread_pid);
-	unsigned int level = BPF_CORE_READ(pid, level);
 	struct upid upid;
 
-	if (level > MAX_PID_NS_LEVEL ||
-	    bpf_probe_read_kernel(&upid, sizeof(upid),
-				  (void *)((__u64)pid + bpf_core_field_offset(struct pid, numbers) +
-					   level * sizeof(struct upid))))
-		return 0;
-	return upid.nr;
+	return reader_upid(&upid) ? upid.nr : 0;
 }
 
 #endif /* ITERFS_PID_H */
