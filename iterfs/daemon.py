@@ -215,7 +215,15 @@ async def serve(views, fs):
         # Runs once pyfuse3.main() below has started its workers: requests are
         # being answered by the time systemd hears that the mount is ready.
         nursery.start_soon(announce_ready)
-        await pyfuse3.main()
+        try:
+            await pyfuse3.main()
+        except* ConnectionAbortedError:     # from pyfuse3's workers, in a group
+            # The kernel ended the connection itself: seen here when the last
+            # files of a lazily unmounted mount close with many releases queued
+            # (fusermount3 -u -z), and what /sys/fs/fuse/connections/N/abort
+            # does. Either way the mount is gone; what is left is to close what
+            # it held, and exit 0.
+            log.info("the kernel closed the FUSE connection (ECONNABORTED)")
         nursery.cancel_scope.cancel()
 
 
