@@ -177,11 +177,15 @@ def test_views_are_served_without_a_kernel_config(hidden_config_mount):
         assert entries[view][0] == expected, (view, entries[view])
 
 
-def socket_line(text, port, state):
-    """The line of /proc/net/tcp's format whose local port and state are these."""
+def socket_line(text, local, remote, state):
+    """The line of /proc/net/tcp's format for the connection between these two
+    ports in this state. The local port alone is not enough: after the suite's
+    connections, an ephemeral port is often in TIME_WAIT towards another peer."""
     wanted = [line.split() for line in text.splitlines()[1:]
-              if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == state]
-    assert len(wanted) == 1, text
+              if line.split()[1].endswith(f":{local:04X}")
+              and line.split()[2].endswith(f":{remote:04X}")
+              and line.split()[3] == state]
+    assert len(wanted) == 1, (local, remote, state, wanted)
     return wanted[0]
 
 
@@ -192,12 +196,13 @@ def test_tcp_timers_without_a_kernel_config(hidden_config_mount):
     with socket.create_server(("127.0.0.1", 0)) as listener:
         client = socket.create_connection(listener.getsockname())
         port = client.getsockname()[1]
+        server_port = listener.getsockname()[1]
         peer, _ = listener.accept()
         client.close()                      # the client's side goes to TIME_WAIT
         peer.close()
         time.sleep(0.1)
-        ours = socket_line(hidden_config_mount.read("tcp"), port, "06")
-        proc = socket_line(Path("/proc/net/tcp").read_text(), port, "06")
+        ours = socket_line(hidden_config_mount.read("tcp"), port, server_port, "06")
+        proc = socket_line(Path("/proc/net/tcp").read_text(), port, server_port, "06")
     timer, when = ours[5].split(":")
     assert (timer, proc[5].split(":")[0]) == ("03", "03")
     # USER_HZ ticks left; the two reads are well under a second apart.
