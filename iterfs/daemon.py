@@ -216,7 +216,7 @@ async def serve(views, fs):
         # being answered by the time systemd hears that the mount is ready.
         nursery.start_soon(announce_ready)
         try:
-            await pyfuse3.main()
+            await pyfuse3.main(max_tasks=fs.request_tasks)
         except* ConnectionAbortedError:     # from pyfuse3's workers, in a group
             # The kernel ended the connection itself: seen here when the last
             # files of a lazily unmounted mount close with many releases queued

@@ -30,7 +30,7 @@ import trio
 
 from . import bpf, credentials, processes
 from .streaming import OpenIterator, Pumps
-from .views import BPF_OBJECT_TARGETS
+from .views import BPF_OBJECT_TARGETS, StatusFile
 
 log = logging.getLogger("iterfs.fs")
 
@@ -46,8 +46,11 @@ KEY_NAMES = {SELF: "self", ALL: "all"}
 # a process can exit at any time.
 VIEW_TIMEOUT = 60.0
 PROCESS_TIMEOUT = 1.0
-# Threads that read iterator fds: a read blocks while the kernel runs the program.
+# Threads that read iterator fds, each view its own: a read blocks while the
+# kernel runs the program, or as long as the kernel holds a walk up.
 READER_THREADS = 32
+# The lane of the process listings' walks: no view's name.
+LISTING_LANE = "/processes"
 # Iterators one uid may hold open at once: each is a link and an iterator fd.
 MAX_OPEN_PER_UID = 256
 # Iterators all readers together may hold open: below the programs' session
@@ -58,6 +61,8 @@ ROOT_RESERVE = 256
 # Directory handles (each holds a listing) one uid, and all together, may hold.
 MAX_DIRECTORIES_PER_UID = 256
 MAX_DIRECTORIES = 8192
+# Requests answered at once beyond those that may wait on a walk.
+SPARE_REQUEST_TASKS = 64
 # The daemon's own fds beside the iterators: programs, maps, FUSE, logs.
 FD_HEADROOM = 1024
 
@@ -187,6 +192,13 @@ class IterFS(pyfuse3.Operations):
         self._pumps = Pumps(READER_THREADS)
         self._directories = {}
         self._next_handle = 1
+
+    @property
+    def request_tasks(self):
+        """How many requests pyfuse3 may handle at once: a read may wait as long
+        as the kernel holds its walk up, a readdir on its listing's walk, and
+        the others must still be answered."""
+        return self.max_open + MAX_DIRECTORIES + SPARE_REQUEST_TASKS
 
     # -- inodes -----------------------------------------------------------
 
@@ -354,7 +366,9 @@ class IterFS(pyfuse3.Operations):
                               self.max_open):
             raise pyfuse3.FUSEError(errno.EMFILE)
         try:
-            if key is None or key == ALL:
+            if isinstance(view, StatusFile):
+                link = view.attach(stuck=self._pumps.stuck())
+            elif key is None or key == ALL:
                 link = view.attach()
             elif view.per_map:
                 link = view.attach(map_id=key)
@@ -365,7 +379,8 @@ class IterFS(pyfuse3.Operations):
                 raise pyfuse3.FUSEError(errno.ENOENT)
             raise logged_error(name, "open", error)
         try:
-            opened = OpenIterator(link, self._pumps, name, reader, opening)
+            opened = OpenIterator(link, self._pumps.lane(view.name), self._pumps.buffered,
+                                  name, reader, opening)
         except BaseException as error:
             link.close()
             if isinstance(error, OSError):
@@ -394,7 +409,8 @@ class IterFS(pyfuse3.Operations):
         if self.process_list is None:
             listing.pids.extend(from_proc())
         else:
-            listing.start_filling(self._pumps.interactive, self.process_list.tgid_batches(),
+            listing.start_filling(self._pumps.lane(LISTING_LANE).interactive,
+                                  self.process_list.tgid_batches(),
                                   from_proc)
 
     def _listed_attributes(self, index):
@@ -506,8 +522,8 @@ class IterFS(pyfuse3.Operations):
         self._open_by_uid[opened.uid] -= 1
         if not self._open_by_uid[opened.uid]:
             del self._open_by_uid[opened.uid]
-        async with opened.lock:
-            await opened.close()
+        # Not under opened.lock, and never waiting for the pump: see close().
+        opened.close()
 
     @fuse_operation
     async def flush(self, fh):
@@ -523,7 +539,7 @@ class IterFS(pyfuse3.Operations):
     def close_all(self):
         """Close every iterator and link still open, at unmount."""
         for opened in self._open.values():
-            opened.close_now()
+            opened.close()
         self._open.clear()
         self._directories.clear()
         self._pumps.shutdown()

@@ -9,6 +9,14 @@ pump stops when READ_AHEAD bytes wait unread, so a reader that pauses holds no
 thread, and at most READ_AHEAD bytes (or one read's size, if larger) per open
 file.
 
+Each view has its own pump threads (a lane): the kernel can block a walk
+(the tcp iterator takes each socket's lock, which a user can hold), and such a
+walk then holds only its view's threads, never those of other views or of the
+process listings. Nothing waits for a blocked pump: release() and unmount leave
+the iterator to the pump, which closes it when the kernel lets go. All open
+files together buffer at most BUFFERED_BYTES; past that a pump reads only what
+a waiting request asks, and the last ROOT_BUFFERED_BYTES are root's.
+
 The pump starts at open(), so a small file is read by the time its first read
 request comes. A file that has streamed more than INTERACTIVE_BYTES is pumped
 at lower priority from then on: a few readers of large views must not keep the
@@ -17,9 +25,11 @@ event loop and the pumps of small reads waiting for a CPU.
 
 import collections
 import concurrent.futures
+import errno
 import logging
 import os
 import threading
+import time
 
 import trio
 
@@ -32,6 +42,11 @@ READ_CHUNK = 64 * 1024     # one read(2) of the iterator fd; the kernel gives <=
 SKIP_CHUNK = 1 << 20
 INTERACTIVE_BYTES = 256 * 1024
 STREAMING_NICE = 10         # CPU weight about a tenth of nice 0's
+# What all open files together may hold read ahead, and what of it is root's.
+BUFFERED_BYTES = 64 << 20
+ROOT_BUFFERED_BYTES = 8 << 20
+# A walk that made no progress for this long shows as stuck in .status.
+STUCK_SECONDS = 5.0
 
 
 def _lower_priority():
@@ -58,26 +73,83 @@ def _may_take_priority_back():
     return answer[0]
 
 
-class Pumps:
-    """The worker threads that read iterators. A pump whose file streams lowers
-    its thread to STREAMING_NICE for the rest of its run and takes the thread's
+class Lane:
+    """The pump threads of one view (up to `threads`, started as needed), and
+    the walks that use them, for .status. A pump whose file streams lowers its
+    thread to STREAMING_NICE for the rest of its run and takes the thread's
     priority back when it stops: the walk stays on its thread (moving it to
     another cost streaming 2-3%). Where a thread may not take its priority back,
     a second pool of threads at STREAMING_NICE pumps the files that stream."""
 
-    def __init__(self, threads):
+    def __init__(self, name, threads, lowered_pool):
+        self.name = name
+        self.walks = set()          # OpenIterators not yet closed
+        prefix = f"iterfs-{name}"[:12]
         self.interactive = concurrent.futures.ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="iterfs-read")
+            max_workers=threads, thread_name_prefix=prefix)
         self.streaming = None       # None: streaming pumps lower their own thread
-        if not _may_take_priority_back():
+        if lowered_pool:
             self.streaming = concurrent.futures.ThreadPoolExecutor(
-                max_workers=threads, thread_name_prefix="iterfs-stream",
+                max_workers=threads, thread_name_prefix=prefix,
                 initializer=_lower_priority)
 
     def shutdown(self):
-        self.interactive.shutdown(wait=True)
-        if self.streaming is not None:
-            self.streaming.shutdown(wait=True)
+        """Without waiting: a pump the kernel blocks ends when it lets go."""
+        for pool in (self.interactive, self.streaming):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Pumps:
+    """Every view's lane, made at its first use, and the bytes buffered in all."""
+
+    def __init__(self, threads):
+        self.threads = threads
+        self.buffered = Budget(BUFFERED_BYTES, ROOT_BUFFERED_BYTES)
+        self._lanes = {}
+        self._lowered_pool = not _may_take_priority_back()
+
+    def lane(self, name):
+        lane = self._lanes.get(name)
+        if lane is None:
+            lane = self._lanes[name] = Lane(name, self.threads, self._lowered_pool)
+        return lane
+
+    def stuck(self):
+        """{view name: (walks without progress for STUCK_SECONDS, the longest's
+        seconds)}, for .status."""
+        now = time.monotonic()
+        report = {}
+        for name, lane in self._lanes.items():
+            waits = [now - walk.waiting_since for walk in list(lane.walks)
+                     if walk.waiting_since is not None]
+            waits = [wait for wait in waits if wait >= STUCK_SECONDS]
+            if waits:
+                report[name] = (len(waits), max(waits))
+        return report
+
+    def shutdown(self):
+        for lane in self._lanes.values():
+            lane.shutdown()
+
+
+class Budget:
+    """Bytes held by all open files' buffers: at most `total`, of which the last
+    `reserve` only for root's files."""
+
+    def __init__(self, total, reserve):
+        self.total = total
+        self.reserve = reserve
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def room(self, uid):
+        limit = self.total if uid == 0 else self.total - self.reserve
+        return limit - self.held
+
+    def add(self, size):
+        with self._lock:
+            self.held += size
 
 
 class _Lowered:
@@ -120,10 +192,11 @@ class _Chunks:
     them: a read(2) of the iterator makes one bytes object, and a reply joins
     them, so each byte is copied once between the kernel's two copies."""
 
-    def __init__(self):
+    def __init__(self, budget):
         self._chunks = collections.deque()
         self._taken = 0         # bytes of the first chunk already returned
         self._size = 0
+        self._budget = budget   # Budget: counts what every buffer holds
 
     def __len__(self):
         return self._size
@@ -131,8 +204,10 @@ class _Chunks:
     def append(self, chunk):
         self._chunks.append(chunk)
         self._size += len(chunk)
+        self._budget.add(len(chunk))
 
     def clear(self):
+        self._budget.add(-self._size)
         self._chunks.clear()
         self._taken = self._size = 0
 
@@ -141,6 +216,7 @@ class _Chunks:
         pieces = []
         rest = min(size, self._size)
         self._size -= rest
+        self._budget.add(-rest)
         while rest:
             chunk, start = self._chunks[0], self._taken
             if len(chunk) - start <= rest:
@@ -162,40 +238,47 @@ class OpenIterator:
 
     Requests call read() and close() under `lock`, one at a time. The pump is the
     only other user: `_mutex` guards what both touch, and before the stream itself
-    is touched (a seek, close) the pump is stopped.
+    is touched (a seek) the pump is stopped. Closing never waits for the pump:
+    a pump at work closes the stream itself when its read returns.
     """
 
-    def __init__(self, link, pumps, name, reader, opening):
+    def __init__(self, link, lane, budget, name, reader, opening):
         self.name = name             # the file's path in the mount, for log lines
-        self.uid = reader.uid        # who opened it, for the per-uid limit
+        self.uid = reader.uid        # who opened it, for the limits
         self._reader = reader        # credentials.Reader: each walk is created as it
         self._opening = opening      # bpf.Opening: what each walk is told open() saw
         self.link = link
         self.stream = self._open_stream()
         self.lock = trio.Lock()
-        self._pumps = pumps
+        self._lane = lane            # Lane: the view's pump threads
+        self._budget = budget
         self._pumped = 0             # bytes read from the iterator since open
         self._token = trio.lowlevel.current_trio_token()
         self._mutex = threading.Lock()
-        self._buffer = _Chunks()     # read from the iterator, not yet returned
+        self._buffer = _Chunks(budget)   # read from the iterator, not yet returned
         self._offset = 0             # file offset of the first byte of _buffer
         self._eof = False
         self._error = None           # what the pump ran into
         self._pumping = False
-        self._stopping = False
+        self._stopping = False       # a seek waits for the pump to stop
+        self._closing = False        # released: whoever stops pumping last closes
         self._limit = READ_AHEAD     # what the pump may hold: more if a read asks more
         self._pump = None            # future of the last pump started
         self._waiting = False        # a request waits for the pump's next chunks
         self._wanted = 0             # how many bytes it waits for
         self._progress = trio.Event()
+        # When the pump started or last got a chunk, while it works: .status
+        # calls a walk stuck that got nothing for STUCK_SECONDS.
+        self.waiting_since = None
+        lane.walks.add(self)
         # The walk starts at the first read, as /proc's does: a file that lists
         # the reader's own fds (task_file/self) then shows itself.
 
     @property
     def _executor(self):
-        if self._pumped > INTERACTIVE_BYTES and self._pumps.streaming is not None:
-            return self._pumps.streaming
-        return self._pumps.interactive
+        if self._pumped > INTERACTIVE_BYTES and self._lane.streaming is not None:
+            return self._lane.streaming
+        return self._lane.interactive
 
     async def read(self, offset, size):
         if offset != self._offset:
@@ -220,19 +303,27 @@ class OpenIterator:
         self._start_pump()
         return data
 
-    async def close(self):
-        await self._stop_pump()
-        self._close_stream()
+    def close(self):
+        """Close now or, while a pump works, leave it to the pump: a walk the
+        kernel blocks (a socket's lock) must hold up neither release nor unmount."""
+        with self._mutex:
+            self._closing = True
+            pumping, pump = self._pumping, self._pump
+            if self._waiting:       # never with FUSE, which releases after reads
+                self._error = OSError(errno.EBADF, "released while a read waited")
+                self._progress.set()
+        if pumping and not (pump is not None and pump.cancel()):
+            return
+        self._finish()
 
-    def close_now(self):
-        """Close from outside the event loop (at unmount)."""
-        self._stopping = True
-        while self._pump is not None:
-            pump = self._pump
-            concurrent.futures.wait([pump])
-            if self._pump is pump:
-                break
-        self._close_stream()
+    def _finish(self):
+        """Once, by whoever stops using the stream last."""
+        try:
+            with self._mutex:
+                self._buffer.clear()
+            self._close_stream()
+        finally:
+            self._lane.walks.discard(self)
 
     def _close_stream(self):
         try:
@@ -245,6 +336,7 @@ class OpenIterator:
             if self._pumping or self._error is not None or self._pump_should_rest():
                 return
             self._pumping = True
+            self.waiting_since = time.monotonic()
         self._pump = self._executor.submit(self._run_pump)
 
     async def _stop_pump(self):
@@ -260,34 +352,51 @@ class OpenIterator:
             self._stopping = False
 
     def _pump_should_rest(self):
-        """Under _mutex: whether the pump has nothing to do now."""
-        return self._stopping or self._eof or len(self._buffer) >= self._limit
+        """Under _mutex: whether the pump has nothing to do now. It reads ahead
+        while the buffer and all buffers together have room; what a waiting
+        request asks it reads regardless."""
+        if self._stopping or self._closing or self._eof:
+            return True
+        if self._waiting and len(self._buffer) < self._wanted:
+            return False
+        return (len(self._buffer) >= self._limit
+                or self._budget.room(self.uid) < READ_CHUNK)
+
+    def _rest(self):
+        """Under _mutex: the pump stops. Whether it must close the stream."""
+        self._pumping = False
+        self.waiting_since = None
+        return self._closing
 
     def _run_pump(self):
         """Worker thread: read the iterator until the buffer is full or it ends."""
         with _Lowered() as thread:
-            self._pump_into_buffer(thread)
+            closing = self._pump_into_buffer(thread)
+        if closing:
+            self._finish()
 
     def _pump_into_buffer(self, thread):
+        """Whether the stream was released meanwhile, for the caller to close."""
         executor = self._executor
         read = self.stream.read
         with self._mutex:
             if self._pump_should_rest():
-                self._pumping = False
-                return
+                return self._rest()
         try:
             while True:
                 if self._executor is not executor:      # it streams: go on down there
                     with self._mutex:
-                        self._pumping = False
+                        if self._rest():
+                            return True
                     self._start_pump()
-                    return
+                    return False
                 if self._pumped > INTERACTIVE_BYTES:
                     thread.lower()
                 chunk = read(READ_CHUNK)
                 self._pumped += len(chunk)
                 # One turn of the lock a read: the event loop waits on it.
                 with self._mutex:
+                    self.waiting_since = time.monotonic()
                     if chunk:
                         self._buffer.append(chunk)
                     else:
@@ -299,19 +408,19 @@ class OpenIterator:
                         self._eof or len(self._buffer) >= self._wanted)
                     if waiting:
                         self._waiting = False
-                    done = self._pump_should_rest()
-                    if done:
-                        self._pumping = False
+                    closing = self._pump_should_rest() and self._rest()
+                    done = not self._pumping
                 if waiting:
                     self._wake_reader()
                 if done:
-                    return
+                    return closing
         except Exception as error:
             with self._mutex:
                 self._error = error if isinstance(error, OSError) else OSError(str(error))
-                self._pumping = False
                 self._waiting = False
+                closing = self._rest()
             self._wake_reader()
+            return closing
 
     def _wake_reader(self):
         # Only when a request waits: each wake-up costs the event loop a round.

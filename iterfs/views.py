@@ -156,8 +156,9 @@ class StatusFile:
     def __init__(self, table):
         self._table = table
 
-    def attach(self, **_):
-        return TextLink(self._table.status_text())
+    def attach(self, stuck=None):
+        """stuck: {view name: (walks, seconds)} that made no progress lately."""
+        return TextLink(self._table.status_text(stuck or {}))
 
 
 @dataclasses.dataclass
@@ -325,7 +326,7 @@ class ViewTable(collections.abc.Mapping):
         """Scan and apply at once (at start, before anything is served)."""
         return self.apply(self.scan())
 
-    def status_text(self):
+    def status_text(self, stuck):
         rows = [("view", "state", "target", "source")]
         rows += [(escape(e.name, " "), e.state, e.target or "-", escape(e.source))
                  for e in self.entries]
@@ -337,6 +338,10 @@ class ViewTable(collections.abc.Mapping):
             if entry is not None and entry.reason:
                 lines.append(f"  reason: {escape(entry.reason)}")
                 lines += [f"  | {escape(line)}" for line in entry.details]
+            if entry is not None and entry.state == "serving" and entry.name in stuck:
+                walks, seconds = stuck[entry.name]
+                lines.append(f"  stuck: {walks} {'walk' if walks == 1 else 'walks'} "
+                             f"waiting on the kernel, the longest for {seconds:.0f} s")
         return "".join(line + "\n" for line in lines)
 
     def close(self):
