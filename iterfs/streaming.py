@@ -17,8 +17,8 @@ the iterator to the pump, which closes it when the kernel lets go. All open
 files together buffer at most BUFFERED_BYTES; past that a pump reads only what
 a waiting request asks, and the last ROOT_BUFFERED_BYTES are root's.
 
-The pump starts at open(), so a small file is read by the time its first read
-request comes. A file that has streamed more than INTERACTIVE_BYTES is pumped
+The pump starts at the first read (the walk begins then, as /proc's does),
+and reads ahead from there. A file that has streamed more than INTERACTIVE_BYTES is pumped
 at lower priority from then on: a few readers of large views must not keep the
 event loop and the pumps of small reads waiting for a CPU.
 """

@@ -21,6 +21,7 @@ import pytest
 
 from conftest import needs_target, running_daemon
 from iterfs.fs import FD_HEADROOM, ROOT_RESERVE
+from iterfs.streaming import BUFFERED_BYTES, READ_AHEAD
 
 ZERO_POINTER = "0" * 16
 
@@ -74,6 +75,20 @@ for _ in range(int(sys.argv[2])):
     except OSError as error:
         refused[errno.errorcode[error.errno]] = refused.get(errno.errorcode[error.errno], 0) + 1
 print(json.dumps({"held": len(held), "refused": refused}), flush=True)
+sys.stdin.read()
+"""
+
+# Runs as the user: opens a file as often as it may and reads a byte of each,
+# which sets each file's pump reading ahead; then waits.
+BUFFER_HOARDER = r"""
+import json, os, resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+held = []
+for _ in range(int(sys.argv[2])):
+    held.append(os.open(sys.argv[1], os.O_RDONLY))
+    os.read(held[-1], 1)
+print(json.dumps({"held": len(held)}), flush=True)
 sys.stdin.read()
 """
 
@@ -325,6 +340,39 @@ def test_all_users_together_leave_root_its_reserve(users):
                 with pytest.raises(OSError) as refused:
                     open(m / "netlink", "rb")
                 assert refused.value.errno == errno.EMFILE
+        assert "Traceback" not in daemon.log()
+
+
+def resident_bytes(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_buffers_of_all_users_together_are_bounded(users):
+    """Two users hold 255 files each (one short of their cap), every one read a
+    byte into a long view: unbounded, their read-ahead alone would take 510 x
+    512 KiB. All buffers together stay within BUFFERED_BYTES, root reads as
+    ever, and so do they, a file at a time."""
+    files = 255
+    assert files * len(users) * READ_AHEAD > 3 * BUFFERED_BYTES
+    with reachable_mount("--allow-other") as daemon:
+        m = daemon.mountpoint
+        size = len((m / "ksym").read_bytes())
+        assert size > 2 * READ_AHEAD
+        before = resident_bytes(daemon.pid)
+        with started(users[0], BUFFER_HOARDER, m / "ksym", files) as first, \
+                started(users[1], BUFFER_HOARDER, m / "ksym", files) as second:
+            for hoarder in (first, second):
+                assert json.loads(hoarder.stdout.readline()) == {"held": files}
+            time.sleep(2)           # the pumps read ahead what they may
+            grown = resident_bytes(daemon.pid) - before
+            assert grown < BUFFERED_BYTES + (32 << 20), grown
+            assert len((m / "ksym").read_bytes()) == size
+            state, text = users[0].read(m / "ksym")[str(m / "ksym")]
+            assert (state, len(text)) == ("ok", size)
+            assert resident_bytes(daemon.pid) - before < BUFFERED_BYTES + (32 << 20)
         assert "Traceback" not in daemon.log()
 
 
