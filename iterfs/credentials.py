@@ -57,6 +57,7 @@ class Reader:
     uid: int
     gid: int
     capabilities: int
+    groups: frozenset = frozenset()     # its fs gid and supplementary groups
 
     def has(self, capability):
         return bool(self.capabilities >> capability & 1)
@@ -65,16 +66,19 @@ class Reader:
 def reader(pid, uid, gid):
     """The Reader for a request from thread `pid` (a FUSE context's) with fs
     ids `uid` and `gid`. A thread gone since it asked has no capabilities."""
+    groups = {gid}
     try:
-        if not _in_our_user_namespace(pid):
-            return Reader(uid, gid, 0)
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
-                if line.startswith(b"CapEff:"):
-                    return Reader(uid, gid, int(line.split()[1], 16))
-    except OSError:
+                if line.startswith(b"Groups:"):
+                    groups.update(int(group) for group in line.split()[1:])
+                elif line.startswith(b"CapEff:"):
+                    if not _in_our_user_namespace(pid):
+                        break
+                    return Reader(uid, gid, int(line.split()[1], 16), frozenset(groups))
+    except (OSError, ValueError):
         pass
-    return Reader(uid, gid, 0)
+    return Reader(uid, gid, 0, frozenset(groups))
 
 
 def _in_our_user_namespace(pid):

@@ -75,6 +75,36 @@ WORLD_READABLE = stat.S_IFREG | 0o444
 OWNER_ONLY = stat.S_IFREG | 0o400
 
 
+# The hidepid levels at which /proc leaves out of its listing what it hides.
+HIDDEN_FROM_LISTINGS = (processes.INVISIBLE, processes.NOT_PTRACEABLE)
+
+
+def visible_to(reader, pids):
+    """Those of `pids` that the kernel lets `reader` ptrace-read, in order: what
+    /proc shows it under hidepid. Asked acting as the reader, once for all. The
+    kernel lets a thread ptrace its own process whoever it acts as: the
+    daemon's threads are what root's are to the reader (root's ids, dumpable)."""
+    visible = []
+    with credentials.acting_as(reader):
+        for pid in pids:
+            try:
+                if processes.may_ptrace_read(pid):
+                    visible.append(pid)
+            except ProcessLookupError:
+                pass
+    if reader.uid == 0 and reader.gid == 0:
+        return visible
+    return [pid for pid in visible if not os.path.exists(f"/proc/self/task/{pid}")]
+
+
+def visible_batches(reader, batches):
+    """Each batch of pids with only those visible_to(reader); closing it closes
+    `batches`, and the walk with them."""
+    with contextlib.closing(batches):
+        for batch in batches:
+            yield array.array("I", visible_to(reader, batch))
+
+
 def fuse_operation(method):
     """Turn every failure into an errno for the caller: the daemon must outlive
     whatever a reader does, and a traceback must never reach pyfuse3's loop."""
@@ -187,6 +217,7 @@ class IterFS(pyfuse3.Operations):
         self._open_by_uid = collections.Counter()
         self._directories_by_uid = collections.Counter()
         self._pid_max = processes.read_pid_max()
+        self._hidepid = processes.HidePidCache()
         self._mounted_ns = time.time_ns()
         self._open = {}
         self._pumps = Pumps(READER_THREADS)
@@ -280,6 +311,10 @@ class IterFS(pyfuse3.Operations):
         key = self._entry_key(index, name)
         if key is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
+        if self.views[index].per_process and key not in KEY_NAMES \
+                and self._hiding(ctx) in HIDDEN_FROM_LISTINGS \
+                and not visible_to(self._reader(ctx), [key]):
+            raise pyfuse3.FUSEError(errno.ENOENT)       # as /proc/<pid> under hidepid=2
         return self._entry_attributes(index, key)
 
     @fuse_operation
@@ -307,7 +342,7 @@ class IterFS(pyfuse3.Operations):
             listing = Listing(list(NAMED),
                               [self._entry_attributes(index, key) for key in NAMED.values()],
                               array.array("I"), self._listed_attributes(index))
-            self._list_processes(listing)
+            self._list_processes(listing, ctx)
         else:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         # A snapshot, so that offsets stay meaningful across readdir calls.
@@ -401,17 +436,39 @@ class IterFS(pyfuse3.Operations):
             return everyone < total
         return held[uid] < per_uid and everyone < total - ROOT_RESERVE
 
-    def _list_processes(self, listing):
+    def _list_processes(self, listing, ctx):
         """Fill a process directory's listing: from the kernel's task iterator
-        while readdir() answers, or from /proc at once if there is none."""
+        while readdir() answers, or from /proc at once if there is none. Under
+        /proc's hidepid=2 or 4, only the processes /proc lists to the reader."""
+        reader = None
+        if self._hiding(ctx) in HIDDEN_FROM_LISTINGS:
+            reader = self._reader(ctx)
+
         def from_proc():
-            return [int(name) for name in processes.live_processes()]
+            pids = [int(name) for name in processes.live_processes()]
+            return pids if reader is None else visible_to(reader, pids)
         if self.process_list is None:
             listing.pids.extend(from_proc())
-        else:
-            listing.start_filling(self._pumps.lane(LISTING_LANE).interactive,
-                                  self.process_list.tgid_batches(),
-                                  from_proc)
+            return
+        batches = self.process_list.tgid_batches()
+        if reader is not None:
+            batches = visible_batches(reader, batches)
+        listing.start_filling(self._pumps.lane(LISTING_LANE).interactive, batches, from_proc)
+
+    def _reader(self, ctx):
+        return credentials.reader(ctx.pid, ctx.uid, ctx.gid)
+
+    def _hiding(self, who):
+        """What /proc's hidepid hides from `who` (a FUSE context or a Reader):
+        NOT_HIDDEN for a reader that sees every process (CAP_SYS_PTRACE, or a
+        member of its gid=). The context's reader is read only under hidepid."""
+        hidepid = self._hidepid()
+        if hidepid.level == processes.NOT_HIDDEN:
+            return processes.NOT_HIDDEN
+        reader = who if isinstance(who, credentials.Reader) else self._reader(who)
+        if reader.has(credentials.CAP_SYS_PTRACE) or hidepid.exempts(reader.groups):
+            return processes.NOT_HIDDEN
+        return hidepid.level
 
     def _listed_attributes(self, index):
         """Attributes for the listed processes of a view, which the kernel keeps
@@ -431,7 +488,16 @@ class IterFS(pyfuse3.Operations):
           ids (bpftool).
         - A process's maps and fds: what /proc/<pid>/maps asks (the ptrace read
           check): the reader's open of it, which /proc answers. Every process
-          (`all`) needs CAP_SYS_PTRACE; one's own (`self`) is always allowed."""
+          (`all`) needs CAP_SYS_PTRACE; one's own (`self`) is always allowed.
+        - Under /proc's hidepid, any process view: what /proc hides from the
+          reader (the ptrace read check), and `all`, are refused."""
+        if view.per_process and key != SELF and self._hiding(reader) != processes.NOT_HIDDEN:
+            # /proc's hidepid: a process the reader may not ptrace-read is not
+            # the reader's to read (EACCES at hidepid=1, ENOENT at its lookup
+            # above that), and `all` would show every one.
+            allowed = key != ALL and bool(visible_to(reader, [key]))
+            if not allowed:
+                raise pyfuse3.FUSEError(errno.EACCES)
         if view.per_map or view.target in BPF_OBJECT_TARGETS:
             allowed = reader.has(credentials.CAP_SYS_ADMIN)
         elif not view.private or key == SELF or credentials.is_daemon(reader):
