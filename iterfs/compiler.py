@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from .directories import SOURCE_SUFFIX
-from .trust import check_trusted
+from .trust import check_trusted, check_trusted_file, read_trusted
 
 log = logging.getLogger("iterfs.compiler")
 
@@ -110,7 +110,8 @@ class Compiler:
         source = os.path.abspath(source)
         self._prepare_cache()
         flags = bpf_flags([self._vmlinux_directory(), self.headers])
-        source_key = _sha256(self._clang_version(), *flags, source, Path(source).read_bytes())
+        source_key = _sha256(self._clang_version(), *flags, source,
+                             read_trusted(source).content)
         name = os.path.basename(source)[:-len(SOURCE_SUFFIX)]
         cached = self._cached(source_key, name)
         if cached is not None:
@@ -130,7 +131,7 @@ class Compiler:
 
     def _object_key(self, source_key, dependencies):
         for dependency in dependencies:
-            check_trusted(dependency)
+            check_trusted_file(dependency)
         return _sha256(source_key, *(f"{d} {_file_sha256(d)}" for d in dependencies))
 
     def _compile(self, source, flags, source_key, name):

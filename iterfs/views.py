@@ -23,7 +23,7 @@ from . import bpf
 from .compiler import CompileError
 from .directories import find_programs
 from .escape import escape
-from .trust import UntrustedError
+from .trust import UntrustedError, read_trusted
 
 log = logging.getLogger("iterfs.views")
 
@@ -246,7 +246,7 @@ class ViewTable(collections.abc.Mapping):
             entry.skip(str(error), error.details, state="rejected")
         except CompileError as error:
             entry.skip(error.strerror, error.details)
-        except UntrustedError as error:         # a header it includes
+        except UntrustedError as error:         # the file, or a header it includes
             entry.skip(f"refused: {error.strerror}")
         except OSError as error:
             entry.skip(error.strerror or str(error))
@@ -257,15 +257,20 @@ class ViewTable(collections.abc.Mapping):
             scan.views[candidate.name] = view
 
     def _view(self, candidate, current, targets, entry):
+        # The object is read once, checked (trust.py), and loaded from what was read.
         if candidate.is_source:
             path = str(self.compiler.compile(candidate.path))
             identity = (candidate.path, path)       # the object's path holds its key
+            if current is not None and current.identity == identity:
+                return current
+            content = read_trusted(path).content
         else:
             path = candidate.path
-            identity = (candidate.path, _file_sha256(path))
-        if current is not None and current.identity == identity:
-            return current
-        obj = bpf.Object(path)
+            content = read_trusted(path).content
+            identity = (candidate.path, hashlib.sha256(content).hexdigest())
+            if current is not None and current.identity == identity:
+                return current
+        obj = bpf.Object(path, content=content)
         try:
             program = _iterator_program(obj, candidate.path)
             entry.target = program.iterator_target
@@ -362,8 +367,3 @@ def _iterator_program(obj, path):
 
 def _log_tail(verifier_log):
     return [line for line in verifier_log.rstrip().splitlines() if line][-VERIFIER_LINES:]
-
-
-def _file_sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -454,6 +454,58 @@ def test_untrusted_directories_and_files_are_refused(tmp_path, programs):
     assert entries["fine_link"][0] == "serving"
 
 
+def test_directories_on_the_way_to_a_program_are_checked(tmp_path, programs):
+    """A program reached through a directory another user owns is refused, even
+    where the file is root's: that user could swap it between check and use.
+    So is a program directory below such a directory."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, 65534, 65534)
+    write(theirs, "source.bpf.c", hello_program("source", "source"))
+    shutil.copy(OBJECTS / "ksym.bpf.o", theirs / "object.bpf.o")
+    (programs / "via_theirs.bpf.c").symlink_to(theirs / "source.bpf.c")
+    (programs / "object_via_theirs.bpf.o").symlink_to(theirs / "object.bpf.o")
+    write(programs, "ours.bpf.c", hello_program("ours", "ours"))
+    nested = theirs / "programs"
+    nested.mkdir(mode=0o755)
+    write(nested, "nested.bpf.c", hello_program("nested", "nested"))
+    with dropin_daemon(tmp_path, programs, nested) as daemon:
+        assert sorted(os.listdir(daemon.mountpoint)) == sorted(ROOT_ENTRIES + ["ours"])
+        entries = status(daemon)
+        log = daemon.log()
+    why = f"directory {theirs} owned by uid 65534, not root"
+    expected = {"via_theirs": f"reason: refused: {programs / 'via_theirs.bpf.c'}: {why}",
+                "object_via_theirs": f"reason: refused: "
+                                     f"{programs / 'object_via_theirs.bpf.o'}: {why}",
+                "nested": f"reason: directory refused: {nested}: {why}"}
+    for name, reason in expected.items():
+        assert entries[name][0] == "skipped" and entries[name][3] == [reason], entries[name]
+    assert f"program directory {nested} refused: {nested}: {why}" in log
+    assert entries["ours"][0] == "serving"
+
+
+def test_process_listing_object_is_checked_as_a_program(tmp_path):
+    """The daemon's own process-listing object (beside the views' directory)
+    loads only if root's alone; else the process directories list /proc."""
+    objects = tmp_path / "objects"
+    objects.mkdir(mode=0o755)
+    for path in OBJECTS.glob("*.bpf.o"):
+        (objects / path.name).symlink_to(path)
+    internal = tmp_path / "internal"
+    internal.mkdir(mode=0o755)
+    listing = internal / "processes.bpf.o"
+    shutil.copy(ROOT / "build" / "internal" / "processes.bpf.o", listing)
+    os.chmod(listing, 0o644)
+    with running_daemon(tmp_path / "mnt", objects=objects) as daemon:
+        assert str(os.getpid()) in os.listdir(daemon.mountpoint / "task")
+        assert "process directories list /proc" not in daemon.log()
+    os.chown(listing, 65534, 65534)
+    with running_daemon(tmp_path / "mnt", objects=objects) as daemon:
+        assert str(os.getpid()) in os.listdir(daemon.mountpoint / "task")
+        assert (f"process directories list /proc: cannot load {listing}: {listing}: "
+                "owned by uid 65534, not root") in daemon.log()
+
+
 # -- map views ------------------------------------------------------------------
 
 ffi = cffi.FFI()
