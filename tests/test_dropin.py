@@ -506,6 +506,45 @@ def test_process_listing_object_is_checked_as_a_program(tmp_path):
                 "owned by uid 65534, not root") in daemon.log()
 
 
+def test_headers_are_checked_before_anything_is_compiled(tmp_path, programs):
+    """A header another user could write is refused before clang compiles
+    anything, and nothing it holds reaches .status or the log."""
+    write(programs, "secret.h", '#error "the secret"\n')
+    write(programs, "quiet.h", '#define GREETING "quiet"\n')
+    for header in ("secret.h", "quiet.h"):
+        os.chown(programs / header, 65534, 65534)
+    for name, header in (("loud", "secret.h"), ("quiet", "quiet.h")):
+        write(programs, f"{name}.bpf.c", hello_program(name, '" GREETING "').replace(
+            "char LICENSE", f'#include "{header}"\n\nchar LICENSE'))
+    with dropin_daemon(tmp_path, programs) as daemon:
+        text = (daemon.mountpoint / STATUS).read_text()
+        entries = parse_status(text)
+        log = daemon.log()
+    for name, header in (("loud", "secret.h"), ("quiet", "quiet.h")):
+        assert entries[name][0] == "skipped", entries[name]
+        assert entries[name][3] == [f"reason: refused: {programs / header}: owned by uid "
+                                    "65534, not root"], entries[name]
+        assert f"compiling {programs / name}.bpf.c" not in log
+    assert "the secret" not in text and "the secret" not in log
+    assert not any((tmp_path / "cache" / "objects").iterdir())
+
+
+def test_tools_are_not_found_through_path(tmp_path, programs):
+    """clang and bpftool are root's, in the system's directories: a clang or
+    bpftool first on the daemon's PATH is never run."""
+    tools = tmp_path / "tools"
+    tools.mkdir(mode=0o755)
+    ran = tmp_path / "ran"
+    for tool in ("clang", "bpftool"):
+        write(tools, tool, f"#!/bin/sh\necho {tool} >> {ran}\nexit 1\n", mode=0o755)
+    write(programs, "hello.bpf.c", hello_program("hello", "hello"))
+    with running_daemon(tmp_path / "mnt", "--progs", str(programs), "--cache",
+                        str(tmp_path / "cache"),
+                        prefix=["env", f"PATH={tools}:{os.environ['PATH']}"]) as daemon:
+        assert (daemon.mountpoint / "hello").read_text() == "hello\n"
+    assert not ran.exists(), ran.read_text()
+
+
 # -- map views ------------------------------------------------------------------
 
 ffi = cffi.FFI()
