@@ -279,7 +279,7 @@ def main(argv=None):
     # Until the daemon listens for it, a SIGHUP must not kill it.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
-    directories = [ProgramDirectory(os.path.abspath(args.objects)),
+    directories = [ProgramDirectory(os.path.abspath(args.objects), built_in=True),
                    ProgramDirectory(str(SYSTEM_PROGRAMS), optional=True),
                    *(ProgramDirectory(os.path.abspath(p)) for p in args.progs)]
     compiler = Compiler(os.path.abspath(args.headers), os.path.abspath(args.cache))

@@ -31,6 +31,7 @@ VIEW_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}\Z")
 class ProgramDirectory:
     path: str
     optional: bool = False      # absent is normal (/etc/iterfs/progs.d)
+    built_in: bool = False      # --objects: iterfs's own views, not drop-ins
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Candidate:
     name: str
     path: str
     refused: str = None
+    built_in: bool = False
 
     @property
     def is_source(self):
@@ -87,7 +89,7 @@ def _directory_programs(directory):
     refused = _directory_refusal(path)
     found = sorted((view_name(f), not f.endswith(SOURCE_SUFFIX), f) for f in file_names
                    if view_name(f) is not None)
-    return [Candidate(name, os.path.join(path, file_name), refused)
+    return [Candidate(name, os.path.join(path, file_name), refused, directory.built_in)
             for name, _, file_name in found]
 
 

@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -543,6 +544,90 @@ def test_tools_are_not_found_through_path(tmp_path, programs):
                         prefix=["env", f"PATH={tools}:{os.environ['PATH']}"]) as daemon:
         assert (daemon.mountpoint / "hello").read_text() == "hello\n"
     assert not ran.exists(), ran.read_text()
+
+
+# Runs as another user: what each path gives it (read, listed, or the errno).
+READER = r"""
+import errno, json, os, sys
+answers = {}
+for path in sys.argv[1:]:
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+            answers[path] = "listed"
+        else:
+            with open(path, "rb") as f:
+                f.read()
+            answers[path] = "read"
+    except OSError as error:
+        answers[path] = errno.errorcode[error.errno]
+print(json.dumps(answers))
+"""
+
+
+@pytest.fixture
+def reader():
+    """(uid, gid) of a system user the test creates, deleted at the end."""
+    name = f"iterfsdrop{os.getpid()}"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                    name], check=True)
+    try:
+        yield tuple(int(subprocess.run(["id", option, name], check=True, capture_output=True,
+                                       text=True).stdout) for option in ("-u", "-g"))
+    finally:
+        subprocess.run(["userdel", name], stderr=subprocess.DEVNULL)
+
+
+def read_as(user, *paths):
+    uid, gid = user
+    result = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                             "/usr/bin/python3", "-c", READER, *map(str, paths)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return {Path(path).relative_to(Path(paths[0]).parent).as_posix(): answer
+            for path, answer in json.loads(result.stdout).items()}
+
+
+def declared(program):
+    """`program` with ITERFS_WORLD_READABLE (from iterfs.h)."""
+    return program.replace('#include "vmlinux.h"', '#include "iterfs.h"').replace(
+        "char LICENSE", "ITERFS_WORLD_READABLE;\n\nchar LICENSE")
+
+
+def test_dropin_views_are_roots_alone_unless_declared(reader):
+    """A drop-in view is root's (0400, a directory 0500 and its files 0400);
+    one whose program says ITERFS_WORLD_READABLE is served as a built-in view
+    of its target is. Built-in views are as they were."""
+    top = Path(tempfile.mkdtemp(prefix="iterfs-dropin-", dir="/tmp"))
+    try:
+        os.chmod(top, 0o755)
+        programs = top / "programs"
+        programs.mkdir(mode=0o755)
+        write(programs, "quiet.bpf.c", symbols_program("quiet"))
+        write(programs, "open.bpf.c", declared(symbols_program("open")))
+        write(programs, "threads.bpf.c", threads_program("%d %s"))
+        write(programs, "open_threads.bpf.c", declared(threads_program("%d %s")))
+        with running_daemon(top / "mnt", "--allow-other", "--progs", str(programs),
+                            "--cache", str(top / "cache")) as daemon:
+            m = daemon.mountpoint
+            modes = {path: stat.S_IMODE(os.stat(m / path).st_mode) for path in (
+                "quiet", "open", "threads", "threads/self", "open_threads",
+                "open_threads/self", "tcp")}
+            assert modes == {"quiet": 0o400, "open": 0o444, "threads": 0o500,
+                             "threads/self": 0o400, "open_threads": 0o555,
+                             "open_threads/self": 0o444, "tcp": 0o444}
+            assert os.stat(m / "threads" / str(os.getpid())).st_uid == 0
+            answers = read_as(reader, m / "quiet", m / "open", m / "threads",
+                              m / "threads/self", m / "open_threads", m / "open_threads/self",
+                              m / "tcp")
+            assert answers == {"quiet": "EACCES", "open": "read", "threads": "EACCES",
+                               "threads/self": "EACCES", "open_threads": "listed",
+                               "open_threads/self": "read", "tcp": "read"}
+            assert (m / "quiet").read_text().startswith("quiet ")     # root's
+            assert (m / "threads" / "self").read_text()
+            assert "iterfs.access" not in daemon.log()      # libbpf's note: debug only
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(top)], check=True)
 
 
 # -- map views ------------------------------------------------------------------
