@@ -106,21 +106,31 @@ def _last_warning(messages):
 class Object:
     """An ELF object file of BPF programs, opened and then loaded into the kernel."""
 
-    def __init__(self, path, kconfig=None):
+    def __init__(self, path, kconfig=None, content=None):
         """`kconfig`: CONFIG_ lines for the object's __kconfig externs; by
         default, values read off the running system where libbpf cannot read
-        the kernel's config itself (see kconfig.py)."""
+        the kernel's config itself (see kconfig.py). `content`: the object's
+        bytes, already read from `path` (trust.read_trusted), opened from
+        memory rather than by opening `path` again; `path` then only names it,
+        and names its maps, as libbpf names them for a file."""
         self.path = os.fspath(path)
         if kconfig is None:
             kconfig = kernel_config.fallback()
-        opts = ffi.NULL
+        opts = ffi.new("struct bpf_object_open_opts *")
+        opts.sz = ffi.sizeof("struct bpf_object_open_opts")
         if kconfig:
             kconfig_text = ffi.new("char[]", kconfig.encode())
-            opts = ffi.new("struct bpf_object_open_opts *")
-            opts.sz = ffi.sizeof("struct bpf_object_open_opts")
             opts.kconfig = kconfig_text
         with _CapturedWarnings() as warnings:
-            self._obj = lib.bpf_object__open_file(self.path.encode(), opts)
+            if content is None:
+                self._obj = lib.bpf_object__open_file(self.path.encode(), opts)
+            else:
+                # The name libbpf gives an object file: its base name up to the first dot.
+                name = ffi.new("char[]", os.path.basename(self.path).split(".")[0].encode())
+                opts.object_name = name
+                # libbpf reads the ELF from this buffer until the object is loaded.
+                self._content = ffi.new("char[]", bytes(content))
+                self._obj = lib.bpf_object__open_mem(self._content, len(content), opts)
             code = ffi.errno
         if self._obj == ffi.NULL:
             self._obj = None
@@ -190,9 +200,10 @@ class Object:
         self.close()
 
 
-def load(path, kconfig=None):
-    """Open and load an object file; close it (a context manager) when done."""
-    obj = Object(path, kconfig)
+def load(path, kconfig=None, content=None):
+    """Open and load an object file (or its `content`, see Object); close it (a
+    context manager) when done."""
+    obj = Object(path, kconfig, content)
     try:
         return obj.load()
     except BaseException:

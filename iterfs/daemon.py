@@ -25,6 +25,7 @@ from .directories import ProgramDirectory
 from .escape import OneLineFilter
 from .fs import MAX_OPEN_PER_UID, IterFS, open_limit
 from .processes import ProcessList
+from .trust import read_trusted
 from .views import ViewTable
 
 log = logging.getLogger("iterfs")
@@ -169,10 +170,11 @@ def detach_dead_mount(mountpoint):
 def open_process_list(objects):
     """The program that lists processes for the process directories, beside the
     views' directory (build/internal, lib/iterfs/internal); without it, they
-    list /proc, with one line saying so."""
+    list /proc, with one line saying so. It runs in the kernel as a view's
+    program does: only root's file is loaded (trust.py), from the one read checked."""
     path = Path(objects).resolve().parent / "internal" / "processes.bpf.o"
     try:
-        process_list = ProcessList(path)
+        process_list = ProcessList(path, read_trusted(path).content)
     except OSError as error:
         log.warning("process directories list /proc: cannot load %s: %s", path,
                     error.strerror or error)
@@ -277,7 +279,7 @@ def main(argv=None):
     # Until the daemon listens for it, a SIGHUP must not kill it.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
-    directories = [ProgramDirectory(os.path.abspath(args.objects)),
+    directories = [ProgramDirectory(os.path.abspath(args.objects), built_in=True),
                    ProgramDirectory(str(SYSTEM_PROGRAMS), optional=True),
                    *(ProgramDirectory(os.path.abspath(p)) for p in args.progs)]
     compiler = Compiler(os.path.abspath(args.headers), os.path.abspath(args.cache))

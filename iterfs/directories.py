@@ -6,15 +6,17 @@ the built-in views, then /etc/iterfs/progs.d, then each --progs. The first file
 found for a name decides that view, whether or not it then compiles and loads;
 within one directory a source comes before an object of the same name. Every
 later file of that name is refused, saying which file took the name.
+
+A directory is checked here (trust.check_trusted); a program file is checked
+where it is opened, once, for its content to be compiled or loaded.
 """
 
 import dataclasses
 import logging
 import os
 import re
-import stat
 
-from .trust import UntrustedError, check_trusted
+from .trust import check_trusted
 
 log = logging.getLogger("iterfs.views")
 
@@ -29,6 +31,7 @@ VIEW_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}\Z")
 class ProgramDirectory:
     path: str
     optional: bool = False      # absent is normal (/etc/iterfs/progs.d)
+    built_in: bool = False      # --objects: iterfs's own views, not drop-ins
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Candidate:
     name: str
     path: str
     refused: str = None
+    built_in: bool = False
 
     @property
     def is_source(self):
@@ -85,27 +89,14 @@ def _directory_programs(directory):
     refused = _directory_refusal(path)
     found = sorted((view_name(f), not f.endswith(SOURCE_SUFFIX), f) for f in file_names
                    if view_name(f) is not None)
-    return [Candidate(name, os.path.join(path, file_name),
-                      refused or _file_refusal(os.path.join(path, file_name)))
+    return [Candidate(name, os.path.join(path, file_name), refused, directory.built_in)
             for name, _, file_name in found]
 
 
 def _directory_refusal(path):
     try:
         check_trusted(path)
-    except UntrustedError as error:
+    except OSError as error:
         log.error("program directory %s refused: %s", path, error.strerror)
         return f"directory refused: {error.strerror}"
-    return None
-
-
-def _file_refusal(path):
-    try:
-        check_trusted(path)
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return "not a regular file"
-    except UntrustedError as error:
-        return f"refused: {error.strerror}"
-    except OSError as error:      # a dangling symlink
-        return f"refused: {path}: {error.strerror}"
     return None

@@ -274,7 +274,8 @@ class IterFS(pyfuse3.Operations):
     def _view_attributes(self, index):
         view = self.views[index]
         if view.is_directory:
-            mode = stat.S_IFDIR | 0o555
+            # A drop-in's directory root's alone: no one else may even list it.
+            mode = stat.S_IFDIR | (0o500 if view.root_only else 0o555)
         else:
             mode = OWNER_ONLY if view.root_only else WORLD_READABLE
         return self._attributes(self._view_inode(index), mode, VIEW_TIMEOUT)
@@ -289,7 +290,9 @@ class IterFS(pyfuse3.Operations):
             if not view.has_map(key):
                 raise pyfuse3.FUSEError(errno.ENOENT)
             return self._map_attributes(index, key)
-        if key == SELF:
+        if view.root_only:
+            mode, owner = OWNER_ONLY, (0, 0)        # a drop-in not declared readable
+        elif key == SELF:
             mode, owner = WORLD_READABLE, (0, 0)     # each reader's own process
         elif key == ALL:
             mode, owner = OWNER_ONLY if view.private else WORLD_READABLE, (0, 0)
@@ -475,7 +478,8 @@ class IterFS(pyfuse3.Operations):
         no moment (timeouts 0): an owner takes a stat of /proc/<pid>, too dear
         for every process of a listing, so a lookup finds it when the entry is
         used. One object, given each entry's inode in turn."""
-        mode = OWNER_ONLY if self.views[index].private else WORLD_READABLE
+        view = self.views[index]
+        mode = OWNER_ONLY if view.private or view.root_only else WORLD_READABLE
         return self._attributes(self._entry_inode(index, 0), mode, 0)
 
     def _check_access(self, view, key, reader):

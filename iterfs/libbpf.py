@@ -105,6 +105,8 @@ ffi.cdef("""
 
     struct bpf_object *bpf_object__open_file(const char *path,
                                              const struct bpf_object_open_opts *opts);
+    struct bpf_object *bpf_object__open_mem(const void *obj_buf, size_t obj_buf_sz,
+                                            const struct bpf_object_open_opts *opts);
     int bpf_object__load(struct bpf_object *obj);
     void bpf_object__close(struct bpf_object *obj);
     const char *bpf_object__name(const struct bpf_object *obj);

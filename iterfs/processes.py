@@ -152,8 +152,8 @@ class ProcessList:
     IDENTITY = "identity"
     BATCH = 4096        # bytes a read: 1,024 tgids, so that a listing can start on them
 
-    def __init__(self, path):
-        self._object = bpf.load(path)
+    def __init__(self, path, content=None):
+        self._object = bpf.load(path, content=content)
         try:
             self._program = self._object.program(self.PROGRAM)
             self._identity = self._object.program(self.IDENTITY)

@@ -6,6 +6,12 @@ targets are per-process directories, map targets directories of the maps they
 can walk, every other target a single file. `.status` says what became of each
 program file.
 
+A drop-in view (from /etc/iterfs/progs.d or --progs, not a built-in one) is
+root's alone unless its program declares that every user may read it
+(ITERFS_WORLD_READABLE in progs/iterfs.h: a marker in the object's ELF section
+`.iterfs.access`, which libbpf skips). A declared view is served as a built-in
+one of its target is.
+
 The table gives each view a number, which the filesystem makes its inode
 numbers from. A number is a view's for the daemon's lifetime and never given to
 another program: a reload keeps the number of a view whose program did not
@@ -18,12 +24,13 @@ import errno
 import hashlib
 import io
 import logging
+import struct
 
 from . import bpf
 from .compiler import CompileError
 from .directories import find_programs
 from .escape import escape
-from .trust import UntrustedError
+from .trust import UntrustedError, read_trusted
 
 log = logging.getLogger("iterfs.views")
 
@@ -44,6 +51,9 @@ MAP_TARGETS = {
     "bpf_sk_storage_map": frozenset({bpf.MapType.SK_STORAGE}),
     "sockmap": frozenset({bpf.MapType.SOCKMAP, bpf.MapType.SOCKHASH}),
 }
+# The section ITERFS_WORLD_READABLE (progs/iterfs.h) puts its marker in, and the marker.
+ACCESS_SECTION = b".iterfs.access"
+WORLD_READABLE = b"world-readable"
 STATUS_NAME = ".status"
 STATUS_NUMBER = 0
 # Lines of a verifier's log that .status and the log show: where it gave up.
@@ -69,6 +79,7 @@ class View:
     program: bpf.Program
     source: str         # the file it came from
     identity: tuple     # what it was built from: the same identity, the same program
+    restricted: bool = False    # a drop-in that did not declare itself world-readable
 
     @property
     def target(self):
@@ -88,7 +99,7 @@ class View:
 
     @property
     def root_only(self):
-        return self.target in ROOT_ONLY_TARGETS
+        return self.target in ROOT_ONLY_TARGETS or self.restricted
 
     @property
     def is_directory(self):
@@ -247,7 +258,7 @@ class ViewTable(collections.abc.Mapping):
             entry.skip(str(error), error.details, state="rejected")
         except CompileError as error:
             entry.skip(error.strerror, error.details)
-        except UntrustedError as error:         # a header it includes
+        except UntrustedError as error:         # the file, or a header it includes
             entry.skip(f"refused: {error.strerror}")
         except OSError as error:
             entry.skip(error.strerror or str(error))
@@ -258,15 +269,20 @@ class ViewTable(collections.abc.Mapping):
             scan.views[candidate.name] = view
 
     def _view(self, candidate, current, targets, entry):
+        # The object is read once, checked (trust.py), and loaded from what was read.
         if candidate.is_source:
             path = str(self.compiler.compile(candidate.path))
             identity = (candidate.path, path)       # the object's path holds its key
+            if current is not None and current.identity == identity:
+                return current
+            content = read_trusted(path).content
         else:
             path = candidate.path
-            identity = (candidate.path, _file_sha256(path))
-        if current is not None and current.identity == identity:
-            return current
-        obj = bpf.Object(path)
+            content = read_trusted(path).content
+            identity = (candidate.path, hashlib.sha256(content).hexdigest())
+            if current is not None and current.identity == identity:
+                return current
+        obj = bpf.Object(path, content=content)
         try:
             program = _iterator_program(obj, candidate.path)
             entry.target = program.iterator_target
@@ -284,7 +300,8 @@ class ViewTable(collections.abc.Mapping):
             raise
         log.debug("view %s: program %s, target %s, from %s", candidate.name, program.name,
                   entry.target, candidate.path)
-        return View(candidate.name, program, candidate.path, identity)
+        restricted = not candidate.built_in and not declares_world_readable(content)
+        return View(candidate.name, program, candidate.path, identity, restricted)
 
     def _close_new(self, scan, current):
         for view in scan.views.values():
@@ -365,10 +382,35 @@ def _iterator_program(obj, path):
     return programs[0]
 
 
+def declares_world_readable(content):
+    """Whether the ELF object `content` holds ITERFS_WORLD_READABLE's marker."""
+    try:
+        return _elf_section(content, ACCESS_SECTION).rstrip(b"\0") == WORLD_READABLE
+    except (struct.error, ValueError, IndexError):
+        return False        # not an ELF file libbpf would take anyway
+
+
+def _elf_section(content, wanted):
+    """The bytes of the ELF64 section named `wanted`, or b"" if there is none."""
+    if content[:4] != b"\x7fELF" or content[4] != 2:          # ELFCLASS64, as BPF's
+        raise ValueError("not an ELF64 object")
+    order = "<" if content[5] == 1 else ">"                     # ELFDATA2LSB
+    header = struct.Struct(order + "16xHHIQQQIHHHHHH")
+    (*_, section_offset, _, _, _, _, entry_size, count, names_index) = \
+        header.unpack_from(content)
+    section = struct.Struct(order + "IIQQQQIIQQ")
+
+    def entry(index):
+        return section.unpack_from(content, section_offset + index * entry_size)
+
+    names_offset = entry(names_index)[4]
+    for index in range(count):
+        name, _, _, _, offset, size, *_ = entry(index)
+        start = names_offset + name
+        if content[start:content.index(b"\0", start)] == wanted:
+            return content[offset:offset + size]
+    return b""
+
+
 def _log_tail(verifier_log):
     return [line for line in verifier_log.rstrip().splitlines() if line][-VERIFIER_LINES:]
-
-
-def _file_sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()

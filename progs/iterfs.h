@@ -9,6 +9,22 @@
 #include "pid.h"
 
 /*
+ * A view of one's own (from /etc/iterfs/progs.d or --progs) is root's alone,
+ * since its program may read what /proc shows no one else, unless the program
+ * says, at file scope:
+ *
+ *	ITERFS_WORLD_READABLE;
+ *
+ * Its view is then served as a built-in view of its target is: world-readable,
+ * and a task_file or task_vma view still only to who may ptrace-read the
+ * process. The daemon reads the marker from the object's section
+ * ".iterfs.access"; libbpf skips that section (said at debug level only).
+ */
+#define ITERFS_WORLD_READABLE \
+	static const char iterfs_access[] \
+		__attribute__((section(".iterfs.access"), used)) = "world-readable"
+
+/*
  * What the daemon tells a walk before it begins, and what the walk tells the
  * daemon back. Before an iterator's first read, the daemon thread about to
  * read writes under its thread id (gettid(), in its own pid namespace) what

@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -452,6 +453,181 @@ def test_untrusted_directories_and_files_are_refused(tmp_path, programs):
         assert f"view {name} skipped: {reason[len('reason: '):]}" in log
     assert f"program directory {open_to_all} refused: " in log
     assert entries["fine_link"][0] == "serving"
+
+
+def test_directories_on_the_way_to_a_program_are_checked(tmp_path, programs):
+    """A program reached through a directory another user owns is refused, even
+    where the file is root's: that user could swap it between check and use.
+    So is a program directory below such a directory."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, 65534, 65534)
+    write(theirs, "source.bpf.c", hello_program("source", "source"))
+    shutil.copy(OBJECTS / "ksym.bpf.o", theirs / "object.bpf.o")
+    (programs / "via_theirs.bpf.c").symlink_to(theirs / "source.bpf.c")
+    (programs / "object_via_theirs.bpf.o").symlink_to(theirs / "object.bpf.o")
+    write(programs, "ours.bpf.c", hello_program("ours", "ours"))
+    nested = theirs / "programs"
+    nested.mkdir(mode=0o755)
+    write(nested, "nested.bpf.c", hello_program("nested", "nested"))
+    with dropin_daemon(tmp_path, programs, nested) as daemon:
+        assert sorted(os.listdir(daemon.mountpoint)) == sorted(ROOT_ENTRIES + ["ours"])
+        entries = status(daemon)
+        log = daemon.log()
+    why = f"directory {theirs} owned by uid 65534, not root"
+    expected = {"via_theirs": f"reason: refused: {programs / 'via_theirs.bpf.c'}: {why}",
+                "object_via_theirs": f"reason: refused: "
+                                     f"{programs / 'object_via_theirs.bpf.o'}: {why}",
+                "nested": f"reason: directory refused: {nested}: {why}"}
+    for name, reason in expected.items():
+        assert entries[name][0] == "skipped" and entries[name][3] == [reason], entries[name]
+    assert f"program directory {nested} refused: {nested}: {why}" in log
+    assert entries["ours"][0] == "serving"
+
+
+def test_process_listing_object_is_checked_as_a_program(tmp_path):
+    """The daemon's own process-listing object (beside the views' directory)
+    loads only if root's alone; else the process directories list /proc."""
+    objects = tmp_path / "objects"
+    objects.mkdir(mode=0o755)
+    for path in OBJECTS.glob("*.bpf.o"):
+        (objects / path.name).symlink_to(path)
+    internal = tmp_path / "internal"
+    internal.mkdir(mode=0o755)
+    listing = internal / "processes.bpf.o"
+    shutil.copy(ROOT / "build" / "internal" / "processes.bpf.o", listing)
+    os.chmod(listing, 0o644)
+    with running_daemon(tmp_path / "mnt", objects=objects) as daemon:
+        assert str(os.getpid()) in os.listdir(daemon.mountpoint / "task")
+        assert "process directories list /proc" not in daemon.log()
+    os.chown(listing, 65534, 65534)
+    with running_daemon(tmp_path / "mnt", objects=objects) as daemon:
+        assert str(os.getpid()) in os.listdir(daemon.mountpoint / "task")
+        assert (f"process directories list /proc: cannot load {listing}: {listing}: "
+                "owned by uid 65534, not root") in daemon.log()
+
+
+def test_headers_are_checked_before_anything_is_compiled(tmp_path, programs):
+    """A header another user could write is refused before clang compiles
+    anything, and nothing it holds reaches .status or the log."""
+    write(programs, "secret.h", '#error "the secret"\n')
+    write(programs, "quiet.h", '#define GREETING "quiet"\n')
+    for header in ("secret.h", "quiet.h"):
+        os.chown(programs / header, 65534, 65534)
+    for name, header in (("loud", "secret.h"), ("quiet", "quiet.h")):
+        write(programs, f"{name}.bpf.c", hello_program(name, '" GREETING "').replace(
+            "char LICENSE", f'#include "{header}"\n\nchar LICENSE'))
+    with dropin_daemon(tmp_path, programs) as daemon:
+        text = (daemon.mountpoint / STATUS).read_text()
+        entries = parse_status(text)
+        log = daemon.log()
+    for name, header in (("loud", "secret.h"), ("quiet", "quiet.h")):
+        assert entries[name][0] == "skipped", entries[name]
+        assert entries[name][3] == [f"reason: refused: {programs / header}: owned by uid "
+                                    "65534, not root"], entries[name]
+        assert f"compiling {programs / name}.bpf.c" not in log
+    assert "the secret" not in text and "the secret" not in log
+    assert not any((tmp_path / "cache" / "objects").iterdir())
+
+
+def test_tools_are_not_found_through_path(tmp_path, programs):
+    """clang and bpftool are root's, in the system's directories: a clang or
+    bpftool first on the daemon's PATH is never run."""
+    tools = tmp_path / "tools"
+    tools.mkdir(mode=0o755)
+    ran = tmp_path / "ran"
+    for tool in ("clang", "bpftool"):
+        write(tools, tool, f"#!/bin/sh\necho {tool} >> {ran}\nexit 1\n", mode=0o755)
+    write(programs, "hello.bpf.c", hello_program("hello", "hello"))
+    with running_daemon(tmp_path / "mnt", "--progs", str(programs), "--cache",
+                        str(tmp_path / "cache"),
+                        prefix=["env", f"PATH={tools}:{os.environ['PATH']}"]) as daemon:
+        assert (daemon.mountpoint / "hello").read_text() == "hello\n"
+    assert not ran.exists(), ran.read_text()
+
+
+# Runs as another user: what each path gives it (read, listed, or the errno).
+READER = r"""
+import errno, json, os, sys
+answers = {}
+for path in sys.argv[1:]:
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+            answers[path] = "listed"
+        else:
+            with open(path, "rb") as f:
+                f.read()
+            answers[path] = "read"
+    except OSError as error:
+        answers[path] = errno.errorcode[error.errno]
+print(json.dumps(answers))
+"""
+
+
+@pytest.fixture
+def reader():
+    """(uid, gid) of a system user the test creates, deleted at the end."""
+    name = f"iterfsdrop{os.getpid()}"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                    name], check=True)
+    try:
+        yield tuple(int(subprocess.run(["id", option, name], check=True, capture_output=True,
+                                       text=True).stdout) for option in ("-u", "-g"))
+    finally:
+        subprocess.run(["userdel", name], stderr=subprocess.DEVNULL)
+
+
+def read_as(user, *paths):
+    uid, gid = user
+    result = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                             "/usr/bin/python3", "-c", READER, *map(str, paths)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return {Path(path).relative_to(Path(paths[0]).parent).as_posix(): answer
+            for path, answer in json.loads(result.stdout).items()}
+
+
+def declared(program):
+    """`program` with ITERFS_WORLD_READABLE (from iterfs.h)."""
+    return program.replace('#include "vmlinux.h"', '#include "iterfs.h"').replace(
+        "char LICENSE", "ITERFS_WORLD_READABLE;\n\nchar LICENSE")
+
+
+def test_dropin_views_are_roots_alone_unless_declared(reader):
+    """A drop-in view is root's (0400, a directory 0500 and its files 0400);
+    one whose program says ITERFS_WORLD_READABLE is served as a built-in view
+    of its target is. Built-in views are as they were."""
+    top = Path(tempfile.mkdtemp(prefix="iterfs-dropin-", dir="/tmp"))
+    try:
+        os.chmod(top, 0o755)
+        programs = top / "programs"
+        programs.mkdir(mode=0o755)
+        write(programs, "quiet.bpf.c", symbols_program("quiet"))
+        write(programs, "open.bpf.c", declared(symbols_program("open")))
+        write(programs, "threads.bpf.c", threads_program("%d %s"))
+        write(programs, "open_threads.bpf.c", declared(threads_program("%d %s")))
+        with running_daemon(top / "mnt", "--allow-other", "--progs", str(programs),
+                            "--cache", str(top / "cache")) as daemon:
+            m = daemon.mountpoint
+            modes = {path: stat.S_IMODE(os.stat(m / path).st_mode) for path in (
+                "quiet", "open", "threads", "threads/self", "open_threads",
+                "open_threads/self", "tcp")}
+            assert modes == {"quiet": 0o400, "open": 0o444, "threads": 0o500,
+                             "threads/self": 0o400, "open_threads": 0o555,
+                             "open_threads/self": 0o444, "tcp": 0o444}
+            assert os.stat(m / "threads" / str(os.getpid())).st_uid == 0
+            answers = read_as(reader, m / "quiet", m / "open", m / "threads",
+                              m / "threads/self", m / "open_threads", m / "open_threads/self",
+                              m / "tcp")
+            assert answers == {"quiet": "EACCES", "open": "read", "threads": "EACCES",
+                               "threads/self": "EACCES", "open_threads": "listed",
+                               "open_threads/self": "read", "tcp": "read"}
+            assert (m / "quiet").read_text().startswith("quiet ")     # root's
+            assert (m / "threads" / "self").read_text()
+            assert "iterfs.access" not in daemon.log()      # libbpf's note: debug only
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(top)], check=True)
 
 
 # -- map views ------------------------------------------------------------------
