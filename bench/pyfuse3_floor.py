@@ -4,6 +4,8 @@ bench/fuse_floor.c does in C:
 
     small   a read-only file of SIZE bytes (OPEN, READ, READ for EOF, RELEASE,
             direct_io, as iterfs's files)
+    unsized the same bytes in a file of unknown size: st_size 0, as iterfs's
+            and /proc's files (the tests ask the kernel what it does with one)
     dir/    ENTRIES files named 1, 2, 3... (OPENDIR, READDIRPLUS, RELEASEDIR;
             entries with timeouts 0, as iterfs lists processes)
 
@@ -24,6 +26,8 @@ import trio
 
 SMALL_INODE = 2
 DIR_INODE = 3
+UNSIZED_INODE = 4
+FILES = (SMALL_INODE, UNSIZED_INODE)
 ENTRY_BASE = 1 << 32
 
 
@@ -45,7 +49,7 @@ class Floor(pyfuse3.Operations):
         return attributes
 
     async def lookup(self, parent_inode, name, ctx=None):
-        inodes = {b"small": SMALL_INODE, b"dir": DIR_INODE}
+        inodes = {b"small": SMALL_INODE, b"dir": DIR_INODE, b"unsized": UNSIZED_INODE}
         if parent_inode != pyfuse3.ROOT_INODE or name not in inodes:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return self._attributes(inodes[name])
@@ -54,7 +58,7 @@ class Floor(pyfuse3.Operations):
         return self._attributes(inode)
 
     async def open(self, inode, flags, ctx):
-        if inode != SMALL_INODE:
+        if inode not in FILES:
             raise pyfuse3.FUSEError(errno.EISDIR)
         return pyfuse3.FileInfo(fh=inode, direct_io=True, keep_cache=False)
 
