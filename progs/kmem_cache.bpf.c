@@ -4,16 +4,22 @@
  * get_slabinfo in mm/slub.c), one line per cache of the slab_caches list, in
  * that list's order, as /proc walks it.
  *
- * active_objs is "?": SLUB counts it as total_objects less the free objects of
- * every node's partial slabs, which it counts walking the partial lists under
- * the node's list_lock, a spinlock a BPF program cannot take. Walked without
- * it, the list can change under the walk, and a number computed so could be
- * wrong without saying so. Every other column is what /proc computes:
- * num_objs and num_slabs are the sums of the nodes' total_objects and nr_slabs
- * counters, and active_slabs is num_slabs, as SLUB defines it. Those counters
- * exist with CONFIG_SLUB_DEBUG only (without it there is no /proc/slabinfo);
- * a kernel without them, or a node count the program cannot find, shows "?"
- * for them too.
+ * active_objs is num_objs less the free objects of every node's partial slabs,
+ * as SLUB's get_slabinfo() computes it. SLUB counts those walking each node's
+ * partial list under the node's list_lock (count_partial_free_approx()), a
+ * spinlock a BPF program cannot take; here the list is walked without it, as
+ * far as the kernel's own walk goes (all of it up to MAX_PARTIAL_TO_SCAN
+ * slabs; past that, half that from each end, scaled to the list's length, as
+ * the kernel does). A slab that leaves the list during the walk (its next
+ * pointer poisoned, or the slab now another cache's) ends the walk, and what
+ * was counted until then is scaled to the list's length in the same way. Each
+ * node's free count is at most its total_objects, so active_objs is never
+ * negative and never above num_objs. The other columns are what /proc
+ * computes: num_objs and num_slabs are the sums of the nodes' total_objects
+ * and nr_slabs counters, and active_slabs is num_slabs, as SLUB defines it.
+ * Those counters exist with CONFIG_SLUB_DEBUG only (without it there is no
+ * /proc/slabinfo); a kernel without them, or a node count the program cannot
+ * find, shows "?" for every counted column.
  */
 #include "iterfs.h"
 
@@ -23,6 +29,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define OO_MASK ((1U << OO_SHIFT) - 1)
 #define MAX_NUMNODES 1024		/* 1 << CONFIG_NODES_SHIFT, at most 10 */
 #define MAX_CACHES 65536		/* a bound for walking slab_caches */
+#define MAX_PARTIAL_TO_SCAN 10000	/* mm/slub.c: count_partial_free_approx() */
+#define LIST_PREV offsetof(struct list_head, prev)
 #define UNKNOWN "?"
 
 /* The two header lines of print_slabinfo_header(). */
@@ -104,13 +112,134 @@ static __u32 find_node_ids(struct kmem_cache *s)
 struct counters {
 	unsigned long slabs;
 	unsigned long objects;
+	unsigned long free;
 };
 
-/* SLUB's get_slabinfo(): the sums over the nodes of nr_slabs and total_objects. */
+/*
+ * 0, read from memory where the verifier cannot see the value. A count a
+ * bpf_loop callback adds to, started at a constant 0, is a known value when
+ * the caller tests it after the loop: the verifier then tracks it exactly and
+ * walks the loop once for every value it can take. Started from this, it is
+ * any number to the verifier, and the loop is verified once.
+ */
+static volatile unsigned long zero;
+
+/* One walk along a node's partial list, from its head, one way. */
+struct partial_walk {
+	unsigned long head;		/* &kmem_cache_node.partial */
+	unsigned long at;		/* the list_head the walk stands on */
+	struct kmem_cache *cache;
+	unsigned long scanned;
+	unsigned long free;
+	bool backwards;
+	bool whole;			/* back at the head: every slab counted */
+	bool left;			/* a slab left the list under the walk */
+};
+
+static long partial_step(__u32 index, struct partial_walk *walk)
+{
+	unsigned long link = 0;
+	unsigned int objects, inuse;
+	struct slab *slab;
+
+	/* A slab taken off the list meanwhile has a poisoned link: unreadable. */
+	if (bpf_probe_read_kernel(&link, sizeof(link),
+				  (void *)(walk->at + (walk->backwards ? LIST_PREV : 0))) || !link) {
+		walk->left = true;
+		return 1;
+	}
+	if (link == walk->head) {
+		walk->whole = true;
+		return 1;
+	}
+	slab = (void *)(link - bpf_core_field_offset(struct slab, slab_list));
+	if (BPF_CORE_READ(slab, slab_cache) != walk->cache) {
+		walk->left = true;	/* freed, and now on another cache's list */
+		return 1;
+	}
+	objects = BPF_CORE_READ_BITFIELD_PROBED(slab, objects);
+	inuse = BPF_CORE_READ_BITFIELD_PROBED(slab, inuse);
+	if (inuse < objects)
+		walk->free += objects - inuse;
+	walk->scanned++;
+	walk->at = link;
+	return 0;
+}
+
+/*
+ * The free objects on a node's partial slabs: count_partial_free_approx()
+ * without the list_lock, bounded as it is, scaled from what was counted where
+ * the walk could not count every slab.
+ */
+static unsigned long partial_free(struct kmem_cache *s, struct kmem_cache_node *n,
+				  unsigned long total_objects)
+{
+	unsigned long nr_partial = BPF_CORE_READ(n, nr_partial);
+	struct partial_walk walk = {
+		.head = (unsigned long)n + bpf_core_field_offset(struct kmem_cache_node, partial),
+		.cache = s,
+		.scanned = zero,
+		.free = zero,
+		.whole = zero,
+		.left = zero,
+	};
+	bool long_list = nr_partial > MAX_PARTIAL_TO_SCAN;
+	unsigned long free;
+	bool whole;
+
+	if (!nr_partial)
+		return 0;
+	/*
+	 * The whole list, up to MAX_PARTIAL_TO_SCAN slabs and one step more, back
+	 * to the head. The slabs a walk may count are bpf_loop's bound, not a test
+	 * in partial_step(), which the verifier would follow for every count.
+	 */
+	walk.at = walk.head;
+	bpf_loop(long_list ? MAX_PARTIAL_TO_SCAN / 2 : MAX_PARTIAL_TO_SCAN + 1, partial_step,
+		 &walk, 0);
+	whole = walk.whole;
+	if (long_list && !walk.whole && !walk.left) {	/* the other end too */
+		walk.at = walk.head;
+		walk.backwards = true;
+		bpf_loop(MAX_PARTIAL_TO_SCAN / 2, partial_step, &walk, 0);
+	}
+	free = walk.free;
+	if (!whole && walk.scanned)
+		free = free * nr_partial / walk.scanned;
+	return free < total_objects ? free : total_objects;
+}
+
+struct node_walk {
+	struct kmem_cache *cache;
+	unsigned long nodes;		/* &kmem_cache.node[0] */
+	struct counters sum;
+};
+
+static long count_node(__u32 node, struct node_walk *walk)
+{
+	struct kmem_cache_node *n = NULL;
+	unsigned long objects;
+
+	bpf_probe_read_kernel(&n, sizeof(n), (void *)(walk->nodes + node * sizeof(n)));
+	if (!n)
+		return 0;
+	objects = BPF_CORE_READ(n, total_objects.counter);
+	walk->sum.slabs += BPF_CORE_READ(n, nr_slabs.counter);
+	walk->sum.objects += objects;
+	walk->sum.free += partial_free(walk->cache, n, objects);
+	return 0;
+}
+
+/*
+ * SLUB's get_slabinfo(): the sums over the nodes of nr_slabs and total_objects,
+ * and of the free objects on their partial slabs.
+ */
 static bool count(struct kmem_cache *s, struct counters *sum)
 {
-	unsigned long nodes = (unsigned long)s + bpf_core_field_offset(struct kmem_cache, node);
-	struct kmem_cache_node *n;
+	struct node_walk walk = {
+		.cache = s,
+		.nodes = (unsigned long)s + bpf_core_field_offset(struct kmem_cache, node),
+	};
 
 	if (!bpf_core_field_exists(struct kmem_cache_node, nr_slabs) ||
 	    !bpf_core_field_exists(struct kmem_cache_node, total_objects))
@@ -119,14 +248,8 @@ static bool count(struct kmem_cache *s, struct counters *sum)
 		node_ids = find_node_ids(s);
 	if (!node_ids)
 		return false;
-	for (__u32 node = 0; node < MAX_NUMNODES && node < node_ids; node++) {
-		n = NULL;
-		bpf_probe_read_kernel(&n, sizeof(n), (void *)(nodes + node * sizeof(n)));
-		if (!n)
-			continue;
-		sum->slabs += BPF_CORE_READ(n, nr_slabs.counter);
-		sum->objects += BPF_CORE_READ(n, total_objects.counter);
-	}
+	bpf_loop(node_ids < MAX_NUMNODES ? node_ids : MAX_NUMNODES, count_node, &walk, 0);
+	*sum = walk.sum;
 	return true;
 }
 
@@ -153,9 +276,9 @@ int kmem_cache(struct bpf_iter__kmem_cache *ctx)
 
 	order = s->oo.x >> OO_SHIFT;
 	if (count(s, &sum))
-		BPF_SEQ_PRINTF(seq, "%-17s %6s %6lu %6u %4u %4d : tunables %4u %4u %4u"
+		BPF_SEQ_PRINTF(seq, "%-17s %6lu %6lu %6u %4u %4d : tunables %4u %4u %4u"
 			       " : slabdata %6lu %6lu %6lu\n",
-			       s->name, UNKNOWN, sum.objects, s->size, s->oo.x & OO_MASK,
+			       s->name, sum.objects - sum.free, sum.objects, s->size, s->oo.x & OO_MASK,
 			       1 << order, 0, 0, 0, sum.slabs, sum.slabs, 0);
 	else
 		BPF_SEQ_PRINTF(seq, "%-17s %6s %6s %6u %4u %4d : tunables %4u %4u %4u"
