@@ -10,6 +10,7 @@ Each is a context manager and none relies on garbage collection to release its f
                 text = stream.read()
 """
 
+import ctypes
 import dataclasses
 import enum
 import errno
@@ -21,7 +22,8 @@ import threading
 
 from . import kconfig as kernel_config
 from .libbpf import (BPF_PROG_TYPE_TRACING, BPF_TRACE_ITER, BTF_KIND_FUNC, LIBBPF_DEBUG,
-                     LIBBPF_INFO, LIBBPF_WARN, ffi, lib, libc)
+                     LIBBPF_INFO, LIBBPF_WARN, ffi, lib)
+from .libc import libc
 
 log = logging.getLogger("iterfs.libbpf")
 
@@ -70,9 +72,10 @@ def _print(level, fmt, args):
                   or messages is not None)
         if not wanted:
             return 0
-        buf = ffi.new("char[]", 4096)
-        libc.vsnprintf(buf, len(buf), fmt, args)
-        message = ffi.string(buf).decode(errors="replace").rstrip()
+        buf = ctypes.create_string_buffer(4096)
+        libc.vsnprintf(buf, len(buf), ctypes.c_void_p(int(ffi.cast("uintptr_t", fmt))),
+                       ctypes.c_void_p(int(ffi.cast("uintptr_t", args))))
+        message = buf.value.decode(errors="replace").rstrip()
         if messages is not None:
             messages.append((level, message))
         if level == LIBBPF_WARN and messages is None:

@@ -24,6 +24,8 @@ import functools
 import os
 import platform
 
+from .libc import libc
+
 # (setresuid, setresgid, capget, capset) system call numbers
 _SYSCALLS = {"x86_64": (117, 119, 125, 126), "aarch64": (147, 149, 90, 91),
              "riscv64": (147, 149, 90, 91), "ppc64le": (164, 169, 183, 184),
@@ -31,7 +33,6 @@ _SYSCALLS = {"x86_64": (117, 119, 125, 126), "aarch64": (147, 149, 90, 91),
 SUPPORTED = platform.machine() in _SYSCALLS
 _UNCHANGED = ctypes.c_long(-1)
 _CAPABILITY_VERSION_3 = 0x20080522
-_libc = ctypes.CDLL(None, use_errno=True)
 
 CAP_SYS_PTRACE = 19
 CAP_SYS_ADMIN = 21
@@ -111,7 +112,7 @@ def _daemon_effective():
 
 
 def _call(number, *arguments):
-    if _libc.syscall(ctypes.c_long(number), *arguments) != 0:
+    if libc.syscall(ctypes.c_long(number), *arguments) != 0:
         code = ctypes.get_errno()
         raise OSError(code, f"switching this thread's credentials: {os.strerror(code)}")
 

@@ -23,6 +23,7 @@ from . import credentials
 from .compiler import Compiler
 from .directories import ProgramDirectory
 from .escape import OneLineFilter
+from .libc import libc
 from .fs import MAX_OPEN_PER_UID, IterFS, open_limit
 from .processes import ProcessList
 from .trust import read_trusted
@@ -41,7 +42,6 @@ CAPABILITIES = {"CAP_SYS_ADMIN": 21, "CAP_BPF": 39}
 READER_CAPABILITIES = {"CAP_SETGID": 6, "CAP_SETUID": 7}
 EXIT_USAGE = 2
 MNT_DETACH = 2
-libc = ctypes.CDLL(None, use_errno=True)
 SHUTDOWN_GRACE = 2.0
 
 

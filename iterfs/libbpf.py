@@ -159,13 +159,9 @@ ffi.cdef("""
     libbpf_print_fn_t libbpf_set_print(libbpf_print_fn_t fn);
     uint32_t libbpf_major_version(void);
     uint32_t libbpf_minor_version(void);
-
-    /* libc, to expand libbpf's printf-style messages */
-    int vsnprintf(char *str, size_t size, const char *format, void *args);
 """)
 
 lib = ffi.dlopen("libbpf.so.1")
-libc = ffi.dlopen(None)
 
 LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
 BTF_KIND_FUNC = 12
