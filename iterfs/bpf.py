@@ -149,9 +149,8 @@ class Object:
         self.session_maps = None
         map_ = lib.bpf_object__next_map(self._obj, ffi.NULL)
         while map_ != ffi.NULL:
-            self.maps.append(Map(map_))
+            self.maps.append(Map(self, map_))
             map_ = lib.bpf_object__next_map(self._obj, map_)
-        self.loaded = False
 
     def load(self):
         """Load every program; the kernel verifies each one now, and only now."""
@@ -173,7 +172,6 @@ class Object:
                         code, f"load program {program.name} from {self.path}: "
                         f"{os.strerror(code)}", program.name, verifier_log)
             raise _error(f"load BPF object {self.path}", code, _last_warning(warnings))
-        self.loaded = True
         self.session_maps = SessionMaps(self.maps)
         return self
 
@@ -185,6 +183,10 @@ class Object:
                 return program
         wanted = f"name {name!r}" if name is not None else f"section {section!r}"
         raise BpfError(errno.ENOENT, f"{self.path}: no program with {wanted}")
+
+    @property
+    def closed(self):
+        return self._obj is None
 
     def close(self):
         if self._obj is not None:
@@ -215,12 +217,20 @@ def load(path, kconfig=None, content=None):
 
 
 class Map:
-    """One map an Object declares; valid until the Object is closed."""
+    """One map an Object declares. Once the Object is closed libbpf has freed it:
+    using it then raises EBADF."""
 
-    def __init__(self, map_):
-        self._map = map_
+    def __init__(self, obj, map_):
+        self.object = obj
+        self.__map = map_
         self.name = ffi.string(lib.bpf_map__name(map_)).decode()
         self.type = lib.bpf_map__type(map_)
+
+    @property
+    def _map(self):
+        if self.object.closed:
+            raise BpfError(errno.EBADF, f"map {self.name}: {self.object.path} is closed")
+        return self.__map
 
     @property
     def kernel_has_type(self):
@@ -251,9 +261,9 @@ OPENED_PROCESS, OPENED_OWN = 1, 2
 
 class SessionMaps:
     """An object's maps of walks (OPENINGS_MAP, SESSION_MAPS), by fds of their
-    own: they stay while an iterator of the object is open, after a reload
-    closed the object (its links, and the files open on them, stay too).
-    Counted: the object holds one reference, each open iterator one."""
+    own: they stay while a link or an iterator of the object is open, after a
+    reload closed the object (its links, and the files open on them, stay too).
+    Counted: the object holds one reference, each link and open iterator one."""
 
     def __init__(self, maps):
         names = {m.name: m for m in maps}
@@ -328,13 +338,21 @@ class Opening:
 
 
 class Program:
-    """One program of a loaded Object; valid until the Object is closed."""
+    """One program of an Object. Once the Object is closed libbpf has freed it:
+    using it then raises EBADF. A link attached before stays valid: the kernel's
+    link holds the program."""
 
     def __init__(self, obj, prog):
         self.object = obj
-        self._prog = prog
+        self.__prog = prog
         self.name = ffi.string(lib.bpf_program__name(prog)).decode()
         self.section = ffi.string(lib.bpf_program__section_name(prog)).decode()
+
+    @property
+    def _prog(self):
+        if self.object.closed:
+            raise BpfError(errno.EBADF, f"program {self.name}: {self.object.path} is closed")
+        return self.__prog
 
     @property
     def iterator_target(self):
@@ -386,7 +404,8 @@ class Program:
         link = lib.bpf_program__attach_iter(self._prog, opts)
         if link == ffi.NULL:
             raise _error(step, ffi.errno or errno.EINVAL)
-        return Link(link, self)
+        maps = self.object.session_maps
+        return Link(link, self, maps and maps.acquire())
 
 
 def _iterator_options(link_info):
@@ -399,11 +418,16 @@ def _iterator_options(link_info):
 
 
 class Link:
-    """An attached iterator. Each open() starts a fresh walk of its objects."""
+    """An attached iterator. Each open() starts a fresh walk of its objects.
+    It holds its object's maps of walks until closed: a walk begun again after
+    a reload closed the object (a read behind the file's position) is told what
+    open() saw, as the first was."""
 
-    def __init__(self, link, program):
+    def __init__(self, link, program, session_maps):
+        """`session_maps`: a reference of the link's own (released at close)."""
         self._link = link
         self.program = program
+        self._maps = session_maps
         self.fd = lib.bpf_link__fd(link)
 
     def open(self, opening=Opening()):
@@ -411,9 +435,9 @@ class Link:
         fd = lib.bpf_iter_create(self.fd)
         if fd < 0:
             raise _error(f"create iterator {self.program.name}", -fd)
-        maps = self.program.object.session_maps
         try:
-            return IteratorStream(fd, self.program.name, maps and maps.acquire(), opening)
+            return IteratorStream(fd, self.program.name, self._maps and self._maps.acquire(),
+                                  opening)
         except BaseException:
             os.close(fd)
             raise
@@ -423,6 +447,9 @@ class Link:
             lib.bpf_link__destroy(self._link)
             self._link = None
             self.fd = -1
+            if self._maps is not None:
+                self._maps.release()
+                self._maps = None
 
     @property
     def closed(self):

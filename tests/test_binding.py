@@ -2,6 +2,7 @@
 
 import errno
 import os
+from pathlib import Path
 
 import pytest
 
@@ -10,17 +11,24 @@ from iterfs import bpf
 from conftest import OBJECTS, TEST_OBJECTS, escape_newlines, parse_task_file, process_fds
 
 
+BPF_PROG_TYPE_TRACING = 26     # include/uapi/linux/bpf.h
+
+
 def own_fds():
     return set(os.listdir("/proc/self/fd"))
 
 
 def test_programs_found_by_name_and_by_section():
     with bpf.load(OBJECTS / "tcp6.bpf.o") as obj:
-        assert obj.loaded
         program = obj.program("tcp6")
         assert program.section == "iter/tcp"
         assert program.iterator_target == "tcp"
-        assert program.fd > 0
+        # The kernel holds it: the fd is a BPF program's, of the tracing type.
+        info = dict(line.split(":\t", 1) for line in
+                    Path(f"/proc/self/fdinfo/{program.fd}").read_text().splitlines()
+                    if ":\t" in line)
+        assert int(info["prog_id"]) > 0
+        assert int(info["prog_type"]) == BPF_PROG_TYPE_TRACING
         assert obj.program(section="iter/tcp") is program
         with pytest.raises(bpf.BpfError) as missing:
             obj.program("no_such_program")
@@ -65,6 +73,25 @@ def test_streams_and_links_close_their_fds():
         with pytest.raises(ValueError):
             stream.fileno()
     assert own_fds() == before
+
+
+def test_a_closed_object_leaves_its_links_and_refuses_the_rest(holder):
+    """libbpf frees an object's programs and maps when it is closed: using one
+    then is EBADF, not a read of freed memory. A link attached before walks on,
+    as the kernel's link holds the program."""
+    obj = bpf.load(OBJECTS / "task_file.bpf.o")
+    program, map_ = obj.program("task_file"), obj.maps[0]
+    with program.attach_iterator(pid=holder.pid) as link:
+        obj.close()
+        assert obj.closed
+        for use in (lambda: program.fd, lambda: program.attach_iterator(),
+                    lambda: map_.fd, lambda: program.set_autoload(False)):
+            with pytest.raises(bpf.BpfError) as refused:
+                use()
+            assert refused.value.errno == errno.EBADF
+        with link.open() as stream:
+            rows = parse_task_file(stream.read().decode())
+    assert {row.fd for row in rows} == set(process_fds(holder.pid))
 
 
 def test_verifier_rejection_carries_the_log():
