@@ -64,6 +64,8 @@ print(json.dumps({"same": before == ours == after, "lines": ours.count(b"\n"),
 """
 
 # Runs as the user: holds as many iterfs files open as it may, then waits.
+# With "read" after the count it reads a byte of each file it opens, which sets
+# each file's pump reading ahead.
 HOARDER = r"""
 import errno, json, os, resource, sys
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -74,21 +76,10 @@ for _ in range(int(sys.argv[2])):
         held.append(os.open(sys.argv[1], os.O_RDONLY))
     except OSError as error:
         refused[errno.errorcode[error.errno]] = refused.get(errno.errorcode[error.errno], 0) + 1
+        continue
+    if sys.argv[3:] == ["read"]:
+        os.read(held[-1], 1)
 print(json.dumps({"held": len(held), "refused": refused}), flush=True)
-sys.stdin.read()
-"""
-
-# Runs as the user: opens a file as often as it may and reads a byte of each,
-# which sets each file's pump reading ahead; then waits.
-BUFFER_HOARDER = r"""
-import json, os, resource, sys
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-held = []
-for _ in range(int(sys.argv[2])):
-    held.append(os.open(sys.argv[1], os.O_RDONLY))
-    os.read(held[-1], 1)
-print(json.dumps({"held": len(held)}), flush=True)
 sys.stdin.read()
 """
 
@@ -362,10 +353,10 @@ def test_buffers_of_all_users_together_are_bounded(users):
         size = len((m / "ksym").read_bytes())
         assert size > 2 * READ_AHEAD
         before = resident_bytes(daemon.pid)
-        with started(users[0], BUFFER_HOARDER, m / "ksym", files) as first, \
-                started(users[1], BUFFER_HOARDER, m / "ksym", files) as second:
+        with started(users[0], HOARDER, m / "ksym", files, "read") as first, \
+                started(users[1], HOARDER, m / "ksym", files, "read") as second:
             for hoarder in (first, second):
-                assert json.loads(hoarder.stdout.readline()) == {"held": files}
+                assert json.loads(hoarder.stdout.readline()) == {"held": files, "refused": {}}
             time.sleep(2)           # the pumps read ahead what they may
             # Beside the buffers: 510 files' objects, a lane's thread stacks,
             # and the allocator's slack. Unbounded, the buffers alone: 255 MiB.

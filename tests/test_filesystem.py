@@ -12,13 +12,14 @@ import time
 
 import pytest
 
-from conftest import (OBJECTS, ROOT_ENTRIES, TEST_OBJECTS, VIEWS, iterator_links,
+from conftest import (OBJECTS, ROOT_ENTRIES, STATUS, TEST_OBJECTS, VIEWS, iterator_links,
                       parse_task_file, read_in_chunks, running_daemon)
 
 
 def test_root_lists_one_view_per_program(mount):
-    assert {"task_file", "tcp6"} <= set(VIEWS)
-    assert sorted(os.listdir(mount.mountpoint)) == ROOT_ENTRIES
+    listed = os.listdir(mount.mountpoint)
+    assert {"task_file", "tcp6", STATUS} <= set(listed)
+    assert sorted(listed) == ROOT_ENTRIES
 
 
 def test_attributes(mount):
