@@ -9,13 +9,14 @@ pump stops when READ_AHEAD bytes wait unread, so a reader that pauses holds no
 thread, and at most READ_AHEAD bytes (or one read's size, if larger) per open
 file.
 
-Each view has its own pump threads (a lane): the kernel can block a walk
-(the tcp iterator takes each socket's lock, which a user can hold), and such a
-walk then holds only its view's threads, never those of other views or of the
-process listings. Nothing waits for a blocked pump: release() and unmount leave
-the iterator to the pump, which closes it when the kernel lets go. All open
-files together buffer at most BUFFERED_BYTES; past that a pump reads only what
-a waiting request asks, and the last ROOT_BUFFERED_BYTES are root's.
+Each view has its own pump threads (a lane; a thread idle for IDLE_SECONDS
+ends): the kernel can block a walk (the tcp iterator takes each socket's lock,
+which a user can hold), and such a walk then holds only its view's threads,
+never those of other views or of the process listings. Nothing waits for a
+blocked pump: release() and unmount leave the iterator to the pump, which
+closes it when the kernel lets go. All open files together buffer at most
+BUFFERED_BYTES; past that a pump reads only what a waiting request asks, and
+the last ROOT_BUFFERED_BYTES are root's.
 
 The pump starts at the first read (the walk begins then, as /proc's does),
 and reads ahead from there. A file that has streamed more than INTERACTIVE_BYTES is pumped
@@ -47,6 +48,8 @@ BUFFERED_BYTES = 64 << 20
 ROOT_BUFFERED_BYTES = 8 << 20
 # A walk that made no progress for this long shows as stuck in .status.
 STUCK_SECONDS = 5.0
+# A pump thread with nothing to do for this long ends.
+IDLE_SECONDS = 30.0
 
 
 def _lower_priority():
@@ -73,6 +76,94 @@ def _may_take_priority_back():
     return answer[0]
 
 
+class Pool:
+    """Up to `threads` worker threads, started as work comes and ended after
+    `idle` seconds without any: a view read in a burst holds no threads once
+    the burst is over. ThreadPoolExecutor's threads never end, so a lane would
+    keep as many as were ever busy at once, up to `threads` a view.
+
+    The submit() and shutdown(wait=False, cancel_futures=True) of an Executor.
+    Threads are not daemons: the process ends once the last pump is done,
+    after the kernel let a blocked walk go (see shutdown)."""
+
+    def __init__(self, threads, name, initializer=None, idle=IDLE_SECONDS):
+        self._max = threads
+        self._name = name
+        self._initializer = initializer
+        self._idle_seconds = idle
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._work = collections.deque()
+        self._threads = 0           # started and not yet ended
+        self._idle = 0              # of them, waiting for work
+        self._started = 0           # ever, to name them
+        self._closed = False
+
+    @property
+    def threads(self):
+        return self._threads
+
+    def submit(self, fn, *args):
+        future = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._work.append((future, fn, args))
+            # A waiting thread takes it unless as much work waits as threads do
+            # (one woken but not yet running still counts as waiting).
+            if self._idle >= len(self._work):
+                self._wake.notify()
+                return future
+            if self._threads >= self._max:
+                return future       # the next thread done takes it
+            self._threads += 1
+            self._started += 1
+            name = f"{self._name}_{self._started}"
+        try:
+            threading.Thread(target=self._run, name=name).start()
+        except BaseException:
+            with self._lock:
+                self._threads -= 1
+                self._work = collections.deque(w for w in self._work if w[0] is not future)
+            raise
+        return future
+
+    def _run(self):
+        if self._initializer is not None:
+            self._initializer()
+        while True:
+            with self._lock:
+                while not self._work:
+                    if self._closed:
+                        self._threads -= 1
+                        return
+                    self._idle += 1
+                    woken = self._wake.wait(self._idle_seconds)
+                    self._idle -= 1
+                    if not woken and not self._work:
+                        self._threads -= 1
+                        return
+                future, fn, args = self._work.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as error:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+            del future, fn, args    # nothing of the work outlives it
+
+    def shutdown(self, wait=False, cancel_futures=True):
+        """Cancels what waits; a thread at work finishes it. Never waits."""
+        with self._lock:
+            self._closed = True
+            if cancel_futures:
+                while self._work:
+                    self._work.popleft()[0].cancel()
+            self._wake.notify_all()
+
+
 class Lane:
     """The pump threads of one view (up to `threads`, started as needed), and
     the walks that use them, for .status. A pump whose file streams lowers its
@@ -85,13 +176,10 @@ class Lane:
         self.name = name
         self.walks = set()          # OpenIterators not yet closed
         prefix = f"iterfs-{name}"[:12]
-        self.interactive = concurrent.futures.ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix=prefix)
+        self.interactive = Pool(threads, prefix)
         self.streaming = None       # None: streaming pumps lower their own thread
         if lowered_pool:
-            self.streaming = concurrent.futures.ThreadPoolExecutor(
-                max_workers=threads, thread_name_prefix=prefix,
-                initializer=_lower_priority)
+            self.streaming = Pool(threads, prefix, initializer=_lower_priority)
 
     def shutdown(self):
         """Without waiting: a pump the kernel blocks ends when it lets go."""
