@@ -77,16 +77,32 @@ def parse_status(text):
 class Daemon:
     """mount.py running as a child process, with its stderr kept in a file."""
 
-    def __init__(self, mountpoint, *args, objects=OBJECTS, prefix=()):
+    def __init__(self, mountpoint, *args, objects=OBJECTS, prefix=(), own_mounts=False):
+        """`prefix`: a command that execs the daemon, e.g. unshare --net.
+        `own_mounts`: the prefix gives the daemon a mount namespace of its own,
+        where its mount is: the test reaches it through /proc/<pid>/root, and
+        commands run there with in_mounts()."""
         self.mountpoint = Path(mountpoint)
         self.log_path = self.mountpoint.parent / f"{self.mountpoint.name}.log"
         self._log = open(self.log_path, "wb")
-        # prefix: a command that execs the daemon, e.g. unshare --net
         self.process = subprocess.Popen(
             [*prefix, sys.executable, str(MOUNT_PY), str(self.mountpoint),
              "--objects", str(objects), *args],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
         self.pid = self.process.pid
+        self._own_mounts = own_mounts
+
+    def in_mounts(self, *command):
+        """`command`, to run in the daemon's mount namespace (as is, without one)."""
+        if not self._own_mounts:
+            return list(command)
+        return ["nsenter", f"--target={self.pid}", "--mount", *command]
+
+    @property
+    def _reached_at(self):
+        if not self._own_mounts:
+            return self.mountpoint
+        return Path(f"/proc/{self.pid}/root") / self.mountpoint.relative_to("/")
 
     def wait_mounted(self):
         deadline = time.monotonic() + MOUNT_TIMEOUT
@@ -100,10 +116,10 @@ class Daemon:
 
     def _alive(self):
         """A mount that answers: not merely a dead one the daemon has yet to replace."""
-        if not os.path.ismount(self.mountpoint):
+        if not os.path.ismount(self._reached_at):
             return False
         try:
-            os.statvfs(self.mountpoint)
+            os.statvfs(self._reached_at)
             return True
         except OSError:
             return False
@@ -113,7 +129,7 @@ class Daemon:
 
     def stop(self):
         """Unmount however the test left things, and return the exit status."""
-        subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)],
+        subprocess.run(self.in_mounts("fusermount3", "-u", "-z", str(self.mountpoint)),
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             status = self.process.wait(timeout=15)
@@ -170,11 +186,11 @@ def iterator_links(program_ids):
 
 
 @contextlib.contextmanager
-def running_daemon(path, *args, objects=OBJECTS, prefix=()):
+def running_daemon(path, *args, objects=OBJECTS, prefix=(), own_mounts=False):
     """A live mount at `path`. On the way out it unmounts, even after a failure,
     then asserts that the daemon exited 0."""
     path.mkdir(exist_ok=True)
-    daemon = Daemon(path, *args, objects=objects, prefix=prefix)
+    daemon = Daemon(path, *args, objects=objects, prefix=prefix, own_mounts=own_mounts)
     try:
         yield daemon.wait_mounted()
     finally:

@@ -12,14 +12,13 @@ import random
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import MOUNT_TIMEOUT, OBJECTS, ROOT, needs_target, running_daemon
+from conftest import needs_target, running_daemon
 from iterfs.fs import FD_HEADROOM, ROOT_RESERVE
 from iterfs.streaming import BUFFERED_BYTES, READ_AHEAD
 
@@ -149,12 +148,12 @@ def users():
 
 
 @contextlib.contextmanager
-def reachable_mount(*args, prefix=()):
+def reachable_mount(*args, prefix=(), own_mounts=False):
     """A mount in a directory every user can reach (pytest's are root's alone)."""
     top = Path(tempfile.mkdtemp(prefix="iterfs-access-", dir="/tmp"))
     try:
         os.chmod(top, 0o755)
-        with running_daemon(top / "mnt", *args, prefix=prefix) as daemon:
+        with running_daemon(top / "mnt", *args, prefix=prefix, own_mounts=own_mounts) as daemon:
             yield daemon
     finally:
         for leftover in top.iterdir():
@@ -820,63 +819,35 @@ for pid in pids + ["1", "all"]:
 print(json.dumps(answer))
 """
 
-# Run as root in a mount namespace of its own (unshare --mount): mounts a /proc
-# of its own with the options given, mounts iterfs, and has each user (uid:gid)
-# and root look (HIDEPID_LOOK), beside a `sleep` of each user's. Prints what
-# each saw, as JSON. Only this namespace's /proc has those options.
-HIDEPID_SESSION = r"""
-import json, os, subprocess, sys, tempfile, time
-options, python, mount_py, objects, timeout, look = sys.argv[1:7]
-users = sys.argv[7:]
-subprocess.run(["mount", "-t", "proc", "-o", options, "proc", "/proc"], check=True)
-top = tempfile.mkdtemp(prefix="iterfs-hidepid-", dir="/tmp")
-os.chmod(top, 0o755)
-mnt = os.path.join(top, "mnt")
-os.mkdir(mnt)
-log = open(os.path.join(top, "log"), "w+")
-daemon = subprocess.Popen([python, mount_py, mnt, "--objects", objects, "--allow-other"],
-                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-sleepers = []
-try:
-    deadline = time.monotonic() + float(timeout)
-    while not os.path.ismount(mnt):
-        assert daemon.poll() is None and time.monotonic() < deadline, "not mounted"
-        time.sleep(0.05)
-    def as_user(ids, *command):
-        uid, gid = ids.split(":")
-        return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *command]
-    sleepers = [subprocess.Popen(as_user(ids, "sleep", "600")) for ids in users]
-    pids = [str(s.pid) for s in sleepers]
-    seen = {}
-    for ids in users + ["0:0"]:
-        result = subprocess.run(as_user(ids, "/usr/bin/python3", "-c", look, mnt, *pids),
-                                capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, result.stderr
-        seen[ids] = json.loads(result.stdout)
-    print(json.dumps({"pids": [int(p) for p in pids], "seen": seen}))
-finally:
-    for sleeper in sleepers:
-        sleeper.kill()
-        sleeper.wait()
-    daemon.terminate()
-    status = daemon.wait(timeout=30)
-    log.seek(0)
-    text = log.read()
-    os.rmdir(mnt)
-    os.unlink(os.path.join(top, "log"))
-    os.rmdir(top)
-    assert status == 0 and "Traceback" not in text, text
-"""
+# A /proc of the daemon's own mount namespace, mounted with the options given
+# ($0) before the daemon starts ("$@").
+PROC_WITH = 'mount -t proc -o "$0" proc /proc && exec "$@"'
 
 
 def hidepid_session(options, users):
-    result = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
-         HIDEPID_SESSION, options, sys.executable, ROOT / "mount.py", OBJECTS,
-         str(MOUNT_TIMEOUT), HIDEPID_LOOK, *(f"{user.uid}:{user.gid}" for user in users)],
-        capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    """What each user and root see (HIDEPID_LOOK) through iterfs and through
+    /proc, both in a mount namespace of the daemon's own whose /proc has these
+    options, beside a `sleep` of each user's."""
+    prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c", PROC_WITH, options]
+    with reachable_mount("--allow-other", prefix=prefix, own_mounts=True) as daemon:
+        sleepers = [user.start(SLEEPER) for user in users]
+        try:
+            pids = [str(sleeper.pid) for sleeper in sleepers]
+            seen = {}
+            for ids in [f"{user.uid}:{user.gid}" for user in users] + ["0:0"]:
+                uid, gid = ids.split(":")
+                result = subprocess.run(
+                    daemon.in_mounts("setpriv", f"--reuid={uid}", f"--regid={gid}",
+                                     "--clear-groups", "/usr/bin/python3", "-c", HIDEPID_LOOK,
+                                     str(daemon.mountpoint), *pids),
+                    capture_output=True, text=True, timeout=60)
+                assert result.returncode == 0, result.stderr
+                seen[ids] = json.loads(result.stdout)
+        finally:
+            for sleeper in sleepers:
+                sleeper.kill()
+                sleeper.wait()
+    return {"pids": [int(pid) for pid in pids], "seen": seen}
 
 
 def test_hidepid_invisible_hides_what_proc_hides(users):
