@@ -13,6 +13,7 @@ Exits 0 when no view is rejected and no test failed.
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,8 +64,16 @@ def run_tests(extra):
     """pytest -m kernel; {outcome: count} and the failed tests' ids.
 
     The tests' files go to a tmpfs of their own: a guest's /tmp is an overlay,
-    which overlayfs refuses as the upper layer the overlay test mounts."""
+    which overlayfs refuses as the upper layer the overlay test mounts. Both,
+    and the report, are gone when this returns."""
     top = Path(tempfile.mkdtemp(prefix="iterfs-matrix-"))
+    try:
+        return _run_tests(extra, top)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _run_tests(extra, top):
     report = top / "report.xml"
     scratch = top / "tmp"
     scratch.mkdir()
@@ -76,6 +85,7 @@ def run_tests(extra):
                         *extra, *kernel_test_files()],
                        cwd=ROOT, env=environment, check=False)
     finally:
+        # Detached at once: what the rmtree above then sees is the empty directory.
         subprocess.run(["umount", "--lazy", str(scratch)], check=False)
     counts = {"passed": 0, "failed": 0, "skipped": 0}
     failed = []
