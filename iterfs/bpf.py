@@ -255,7 +255,8 @@ class Map:
 # iterator. A program that has none of them is told nothing.
 OPENINGS_MAP = "openings"
 SESSION_MAPS = frozenset({"sessions", "walks", "udp_walks"})
-OPENING = struct.Struct("=QQQII")       # session_id, start_boottime, exec_id, flags, unused
+# session_id, start_boottime, exec_id, flags, unused, pid_ns, user_ns
+OPENING = struct.Struct("=QQQIIQQ")
 OPENED_PROCESS, OPENED_OWN = 1, 2
 
 
@@ -303,7 +304,8 @@ class SessionMaps:
         """Say what open() saw to the walk whose first read this thread makes;
         the key to read its answer with."""
         key = struct.pack("=I", threading.get_native_id())
-        value = OPENING.pack(0, opening.start_boottime, opening.exec_id, opening.flags, 0)
+        value = OPENING.pack(0, opening.start_boottime, opening.exec_id, opening.flags, 0,
+                             opening.pid_ns, opening.user_ns)
         _check(lib.bpf_map_update_elem(self.openings, key, value, 0), "tell a walk")
         return key
 
@@ -331,10 +333,14 @@ def _check(code, step):
 @dataclasses.dataclass(frozen=True)
 class Opening:
     """What open() saw, for the walks of one open file: for a file of one
-    process, that process (its leader's start time and exec count)."""
+    process, that process (its leader's start time and exec count); for a
+    reader whose pid or user namespace is not the daemon's, the kernel
+    addresses of those (namespaces.Namespaces, which holds them)."""
     flags: int = 0
     start_boottime: int = 0
     exec_id: int = 0
+    pid_ns: int = 0
+    user_ns: int = 0
 
 
 class Program:

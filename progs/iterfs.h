@@ -45,6 +45,10 @@ struct opening {
 	__u64 exec_id;		/* its leader's self_exec_id, at open() */
 	__u32 flags;
 	__u32 unused;
+	/* The reader's namespaces where they are not the daemon's (namespaces.h):
+	 * struct pid_namespace * and struct user_namespace *, 0 for the daemon's. */
+	__u64 pid_ns;
+	__u64 user_ns;
 };
 
 struct {

@@ -14,6 +14,8 @@
  *   effective and saved ones while its mm is dumpable (SUID_DUMP_USER):
  *   __ptrace_may_access() in kernel/ptrace.c.
  *
+ * - A reader in a pid namespace of its own sees only the tasks it numbers.
+ *
  * A walk the daemon told nothing (OPENED_TOLD unset) shows nothing.
  */
 #ifndef ITERFS_OPENED_H
@@ -21,6 +23,7 @@
 
 #include "iterfs.h"
 #include "compat.h"
+#include "namespaces.h"
 
 #define ITERFS_CAP_SYS_PTRACE	19
 
@@ -53,6 +56,8 @@ static __always_inline bool may_show_task(struct session *s, struct seq_file *se
 	if (!s || !(s->opened.flags & OPENED_TOLD) || !task)
 		return false;
 	if ((s->opened.flags & OPENED_PROCESS) && !same_process_as_opened(&s->opened, task))
+		return false;
+	if (!in_told_pid_ns(&s->opened, task))
 		return false;
 	if (s->opened.flags & OPENED_OWN)
 		return true;

@@ -32,17 +32,23 @@ static __always_inline int pid_nr_ns(struct pid *pid, struct pid_namespace *ns)
 	return upid.ns == ns ? upid.nr : 0;
 }
 
-/* The reading thread's own upid: its number and pid namespace at its level.
- * False if it cannot be read. */
-static __always_inline bool reader_upid(struct upid *upid)
+/* The upid of `pid` at its own level: its number in, and, the pid namespace
+ * of the task it belongs to (task_active_pid_ns()). False if it cannot be read. */
+static __always_inline bool own_upid(struct pid *pid, struct upid *upid)
 {
-	struct pid *pid = BPF_CORE_READ(bpf_get_current_task_btf(), thread_pid);
 	unsigned int level = BPF_CORE_READ(pid, level);
 
 	return level <= MAX_PID_NS_LEVEL &&
 	       !bpf_probe_read_kernel(upid, sizeof(*upid),
 				      (void *)((__u64)pid + bpf_core_field_offset(struct pid, numbers) +
 					       level * sizeof(struct upid)));
+}
+
+/* The reading thread's own upid: its number and pid namespace at its level.
+ * False if it cannot be read. */
+static __always_inline bool reader_upid(struct upid *upid)
+{
+	return own_upid(BPF_CORE_READ(bpf_get_current_task_btf(), thread_pid), upid);
 }
 
 /* task_active_pid_ns(current): where the iterator numbers the tasks it visits. */

@@ -17,6 +17,7 @@
 #include "text.h"
 #include "scratch.h"
 #include "pid.h"
+#include "namespaces.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -37,9 +38,6 @@ char LICENSE[] SEC("license") = "GPL";
 #define PF_KTHREAD		0x00200000
 #define MAX_RT_PRIO		100
 #define DEFAULT_PRIO		120	/* nice 0 */
-#define UID_GID_MAP_MAX_BASE_EXTENTS 5
-#define UID_GID_MAP_MAX_EXTENTS	340
-#define OVERFLOW_UID		65534	/* kernel.overflowuid's default; not in BTF */
 
 /* Fields under the names older kernels gave them, for CO-RE. */
 struct task_struct___pre_5_14 {
@@ -261,44 +259,6 @@ static __always_inline int task_cpu(struct task_struct *task)
 	if (bpf_core_field_exists(info->cpu))
 		return info->cpu;
 	return BPF_CORE_READ((struct task_struct___cpu_in_task *)task, cpu);
-}
-
-struct extent_search {
-	__u64 extents;		/* kernel address of struct uid_gid_extent[] */
-	__u32 count;
-	__u32 id;
-	__u32 mapped;
-};
-
-static long search_extent(__u32 index, struct extent_search *search)
-{
-	struct uid_gid_extent extent;
-
-	if (index >= search->count ||
-	    bpf_probe_read_kernel(&extent, sizeof(extent),
-				  (void *)(search->extents + index * sizeof(extent))))
-		return 1;
-	if (search->id >= extent.lower_first && search->id - extent.lower_first < extent.count) {
-		search->mapped = search->id - extent.lower_first + extent.first;
-		return 1;
-	}
-	return 0;
-}
-
-/* from_kuid_munged(ns, uid): map_id_up() on ns's uid_map, overflowuid if unmapped. */
-static __always_inline __u32 from_kuid_munged(struct user_namespace *ns, __u32 uid)
-{
-	struct extent_search search = { .id = uid, .mapped = (__u32)-1 };
-
-	if (!ns)
-		return uid;
-	search.count = BPF_CORE_READ(ns, uid_map.nr_extents);
-	if (search.count <= UID_GID_MAP_MAX_BASE_EXTENTS)
-		search.extents = (__u64)&ns->uid_map.extent;
-	else
-		search.extents = (__u64)BPF_CORE_READ(ns, uid_map.reverse);
-	bpf_loop(UID_GID_MAP_MAX_EXTENTS, search_extent, &search, 0);
-	return search.mapped == (__u32)-1 ? OVERFLOW_UID : search.mapped;
 }
 
 /* timens_add_boottime_ns(): the boot time offset of the reader's time namespace. */
@@ -523,19 +483,24 @@ int task(struct bpf_iter__task *ctx)
 		return 0;
 
 	if (s->reader.session_id != meta->session_id) {
+		session = session_get(meta);
+		if (!session)
+			return 0;
 		s->reader.session_id = meta->session_id;
-		pid_ns = reader_pid_ns();
+		pid_ns = walk_pid_ns(&session->opened);
 		s->reader.pid_ns = (__u64)pid_ns;
 		s->reader.pid_ns_level = pid_ns ? BPF_CORE_READ(pid_ns, level) : 0;
-		s->reader.user_ns = (__u64)BPF_CORE_READ(seq, file, f_cred, user_ns);
+		s->reader.user_ns = walk_user_ns(&session->opened, seq);
 		s->reader.boottime_offset = boottime_offset_ns();
 		s->reader.have_uid = false;
 	}
 	pid_ns = (struct pid_namespace *)s->reader.pid_ns;
+	/* A reader's pid namespace shows only the tasks it numbers, as its /proc. */
+	if (s->reader.pid_ns_level && !pid_nr_ns(task->thread_pid, pid_ns))
+		return 0;
 	uid = task->real_cred->uid.val;
 	if (!s->reader.have_uid || s->reader.uid != uid) {
-		s->reader.mapped_uid = from_kuid_munged((struct user_namespace *)s->reader.user_ns,
-							uid);
+		s->reader.mapped_uid = uid_seen_from(s->reader.user_ns, uid);
 		s->reader.uid = uid;
 		s->reader.have_uid = true;
 	}

@@ -49,6 +49,7 @@ int task_file(struct bpf_iter__task_file *ctx)
 	struct seq_file *seq = meta->seq;
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
+	struct pid_namespace *ns;
 	struct session *session;
 	struct scratch *s;
 	long long pos;
@@ -69,8 +70,15 @@ int task_file(struct bpf_iter__task_file *ctx)
 
 	pos = file->f_pos;
 	line_clear(&s->line);
-	at = put_number(&s->line, 0, task->tgid, NUMBER(8, 10, 0));
-	at = put_number(&s->line, at, task->pid, NUMBER(8, 10, 0));
+	if (!session->opened.pid_ns) {
+		at = put_number(&s->line, 0, task->tgid, NUMBER(8, 10, 0));
+		at = put_number(&s->line, at, task->pid, NUMBER(8, 10, 0));
+	} else {
+		ns = (struct pid_namespace *)session->opened.pid_ns;
+		at = put_number(&s->line, 0, pid_nr_ns(BPF_CORE_READ(task, signal, pids[PIDTYPE_TGID]), ns),
+				NUMBER(8, 10, 0));
+		at = put_number(&s->line, at, pid_nr_ns(task->thread_pid, ns), NUMBER(8, 10, 0));
+	}
 	at = put_number(&s->line, at, ctx->fd, NUMBER(8, 10, 0));
 	at = put_number(&s->line, at, fdinfo_flags(task, file, ctx->fd),
 			NUMBER(FLAGS_WIDTH, 8, '0'));

@@ -74,7 +74,7 @@ struct bpf_iter_seq_task_common___type {
 struct mm_mark {
 	__u64 mm;		/* 0: nothing printed yet */
 	__u32 pid;		/* the task walked, a thread in a walk of one thread */
-	__u32 tgid;
+	__u32 tgid;		/* as the reader numbers it */
 	__u32 has_gate;
 };
 
@@ -562,7 +562,10 @@ int task_vma(struct bpf_iter__task_vma *ctx)
 	}
 	here.mm = (__u64)vma->vm_mm;
 	here.pid = task->pid;
-	here.tgid = task->tgid;
+	/* The number the reader knows the process by (namespaces.h). */
+	here.tgid = session->opened.pid_ns ?
+		    pid_nr_ns(BPF_CORE_READ(task, signal, pids[PIDTYPE_TGID]),
+			      (struct pid_namespace *)session->opened.pid_ns) : task->tgid;
 	here.has_gate = mm_has_gate(vma->vm_mm);
 	w->after_last = here;
 

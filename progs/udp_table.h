@@ -29,6 +29,7 @@
 #include "compat.h"
 #include "iterfs.h"
 #include "sock.h"
+#include "namespaces.h"
 
 #define AF_INET		2
 #define AF_INET6	10
@@ -41,10 +42,6 @@
 #define UDP_BATCH_MAX	(1 << 16)
 /* Writes of UDP_LINE_MAX that fill any seq_file buffer (32 KiB with 4 KiB pages). */
 #define UDP_OVERFLOW_WRITES	(1 << 14)
-#define UID_GID_MAP_MAX_BASE_EXTENTS	5
-#define UID_GID_MAP_MAX_EXTENTS		340
-/* from_kuid_munged's answer for an unmapped uid (kernel.overflowuid, by default). */
-#define OVERFLOWUID	65534
 
 /* A place in the walk: the next line to print. */
 struct udp_position {
@@ -65,6 +62,7 @@ struct udp_walk {
 	__u32 positioned;	/* node and passed are set for next.bucket */
 	__u32 printed;		/* lines this call printed */
 	__u32 overflowed;	/* this call's text is lost */
+	__u64 user_ns;		/* the reader's, if open() told it (namespaces.h) */
 };
 
 /*
@@ -175,43 +173,6 @@ static __always_inline __u64 hlist_next(__u64 node)
 static __always_inline bool hlist_unhashed(__u64 node)
 {
 	return !BPF_CORE_READ((struct hlist_node *)node, pprev);
-}
-
-struct udp_uid_lookup {
-	__u64 extents;
-	__u32 kuid;
-	__u32 uid;
-};
-
-static long udp_uid_extent(__u64 i, void *data)
-{
-	struct udp_uid_lookup *lookup = data;
-	struct uid_gid_extent *extent = (void *)(lookup->extents + i * sizeof(*extent));
-	__u32 lower_first = BPF_CORE_READ(extent, lower_first);
-
-	if (lookup->kuid - lower_first < BPF_CORE_READ(extent, count)) {
-		lookup->uid = BPF_CORE_READ(extent, first) + (lookup->kuid - lower_first);
-		return 1;
-	}
-	return 0;
-}
-
-/* from_kuid_munged(user_ns, kuid) */
-static __u32 uid_seen_from(__u64 user_ns, __u32 kuid)
-{
-	struct user_namespace *ns = (void *)user_ns;
-	__u32 extents = BPF_CORE_READ(ns, uid_map.nr_extents);
-	struct udp_uid_lookup lookup = { .kuid = kuid, .uid = OVERFLOWUID };
-
-	if (extents <= UID_GID_MAP_MAX_BASE_EXTENTS)
-		lookup.extents = user_ns + bpf_core_field_offset(struct user_namespace, uid_map) +
-				 bpf_core_field_offset(struct uid_gid_map, extent);
-	else	/* sorted by lower_first, as map_id_up() searches it */
-		lookup.extents = (__u64)BPF_CORE_READ(ns, uid_map.reverse);
-	if (extents > UID_GID_MAP_MAX_EXTENTS)
-		extents = UID_GID_MAP_MAX_EXTENTS;
-	bpf_loop(extents, udp_uid_extent, &lookup, 0);
-	return lookup.uid;
 }
 
 struct udp_batch_search {
@@ -392,8 +353,8 @@ static __always_inline struct udp_walk *udp_walk_get(struct bpf_iter_meta *meta)
 
 	if (walk)
 		return walk;
-	struct udp_walk fresh = {};
-	opening_take(meta);		/* tells the daemon the session's id */
+	/* Tells the daemon the session's id; the daemon tells the reader's user namespace. */
+	struct udp_walk fresh = { .user_ns = opening_take(meta).user_ns };
 	bpf_map_update_elem(&udp_walks, &id, &fresh, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&udp_walks, &id);
 }
@@ -428,7 +389,7 @@ static __always_inline int udp_table_show(struct bpf_iter__udp *ctx, int family)
 		.mask = BPF_CORE_READ(table, mask),
 		.source.family = family,
 	};
-	call.source.user_ns = (__u64)BPF_CORE_READ(seq, file, f_cred, user_ns);
+	call.source.user_ns = walk->user_ns ?: (__u64)BPF_CORE_READ(seq, file, f_cred, user_ns);
 	if (!final) {
 		udp_iter_held(seq, &call.source.held_batch, &call.source.held);
 		if (call.source.held > UDP_BATCH_MAX)

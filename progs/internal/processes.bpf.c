@@ -9,10 +9,7 @@
  * iterator only walks the pid table. Numbers are the reader's pid namespace's,
  * where the iterator walks.
  */
-#include "vmlinux.h"
-#include <bpf/bpf_core_read.h>
-#include <bpf/bpf_helpers.h>
-#include "pid.h"
+#include "iterfs.h"
 #include "scratch.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -84,5 +81,78 @@ int identity(struct bpf_iter__task *ctx)
 	id.tgid = task->tgid;
 	id.tid = task->pid;
 	bpf_seq_write(ctx->meta->seq, &id, sizeof(id));
+	return 0;
+}
+
+/*
+ * The namespaces of one thread, a reader whose namespaces are not the daemon's
+ * (iterfs/namespaces.py): their addresses, for walks told them
+ * (progs/namespaces.h), and their inode numbers, which the daemon checks
+ * against the namespace files it holds open. Attached to that thread; one record.
+ */
+struct namespaces {
+	__u64 pid_ns;		/* task_active_pid_ns() */
+	__u64 user_ns;		/* its credentials' */
+	__u32 pid_ns_inum;
+	__u32 user_ns_inum;
+	__u32 net_ns_inum;
+	__u32 pid_ns_level;
+};
+
+SEC("iter/task")
+int namespaces(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct pid_namespace *pid_ns;
+	struct user_namespace *user_ns;
+	struct namespaces found = {};
+	struct upid upid;
+
+	if (!task || ctx->meta->seq_num != 0 || !own_upid(task->thread_pid, &upid))
+		return 0;
+	pid_ns = upid.ns;
+	user_ns = BPF_CORE_READ(task, real_cred, user_ns);
+	found.pid_ns = (__u64)pid_ns;
+	found.user_ns = (__u64)user_ns;
+	found.pid_ns_inum = BPF_CORE_READ(pid_ns, ns.inum);
+	found.user_ns_inum = BPF_CORE_READ(user_ns, ns.inum);
+	found.net_ns_inum = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+	found.pid_ns_level = BPF_CORE_READ(pid_ns, level);
+	bpf_seq_write(ctx->meta->seq, &found, sizeof(found));
+	return 0;
+}
+
+/*
+ * Every task a pid namespace numbers, for a reader in it: its number there,
+ * and its tid and tgid as the daemon numbers them; in the iterator's order.
+ * The namespace is told by the daemon (progs/iterfs.h), by address.
+ */
+struct numbered {
+	__u32 number;
+	__u32 tid;
+	__u32 tgid;
+};
+
+SEC("iter/task")
+int numbered(struct bpf_iter__task *ctx)
+{
+	struct bpf_iter_meta *meta = ctx->meta;
+	struct task_struct *task = ctx->task;
+	struct numbered record;
+	struct session *session;
+
+	session = session_get(meta);
+	if (!task) {
+		session_end(meta);
+		return 0;
+	}
+	if (!session || !session->opened.pid_ns)
+		return 0;
+	record.number = pid_nr_ns(task->thread_pid, (struct pid_namespace *)session->opened.pid_ns);
+	if (!record.number)
+		return 0;
+	record.tid = task->pid;
+	record.tgid = task->tgid;
+	bpf_seq_write(meta->seq, &record, sizeof(record));
 	return 0;
 }
