@@ -24,6 +24,7 @@ import functools
 import os
 import platform
 
+from . import namespaces
 from .libc import libc
 
 # (setresuid, setresgid, capget, capset) system call numbers
@@ -52,21 +53,76 @@ class _Data(ctypes.Structure):
 
 @dataclasses.dataclass(frozen=True)
 class Reader:
-    """Who asks: fs uid and gid as FUSE gives them, and the effective
+    """Who asks, made once per request and applied wherever the kernel is asked
+    on its behalf: fs uid and gid as FUSE gives them, the effective
     capabilities the kernel would grant it here (none if its user namespace
-    is not the daemon's: they hold only inside its own)."""
+    is not the daemon's: they hold only inside its own), and its namespaces
+    where they are not the daemon's (namespaces.Namespaces, held until
+    release())."""
     uid: int
     gid: int
     capabilities: int
     groups: frozenset = frozenset()     # its fs gid and supplementary groups
+    namespaces: object = None
 
     def has(self, capability):
         return bool(self.capabilities >> capability & 1)
 
+    @property
+    def own_pids(self):
+        """Whether it numbers pids in a namespace of its own."""
+        return self.namespaces is not None and self.namespaces.own_pids
 
-def reader(pid, uid, gid):
+    def walk(self, link, opening):
+        """A fresh walk of `link` as this reader: created in its network
+        namespace with its credentials, and told `opening` and its pid and
+        user namespaces. Only the calling thread changes, and only for the
+        call: a thread started meanwhile would keep what it had."""
+        if self.namespaces is None:
+            if is_daemon(self):
+                return link.open(opening)
+            with acting_as(self):
+                return link.open(opening)
+        with self.namespaces.entered():
+            opening = self.namespaces.told(opening)
+            if is_daemon(self):
+                return link.open(opening)
+            with acting_as(self):
+                return link.open(opening)
+
+    def release(self):
+        """Let go of its namespaces: once, by whoever made it."""
+        if self.namespaces is not None:
+            self.namespaces.release()
+
+
+def reader(pid, uid, gid, namespace_table=None):
     """The Reader for a request from thread `pid` (a FUSE context's) with fs
-    ids `uid` and `gid`. A thread gone since it asked has no capabilities."""
+    ids `uid` and `gid`. A thread gone since it asked has no capabilities.
+    With a namespaces.NamespaceTable, its namespaces too: the caller releases
+    them. OSError if they cannot be found or held."""
+    found = _credentials(pid, uid, gid)
+    if namespace_table is None or pid == 0:
+        return found
+    key = namespace_table.key_of(pid, looking(found, os.stat))
+    opened = namespace_table.of(pid, key, looking(found, namespaces.open_file))
+    return dataclasses.replace(found, namespaces=opened)
+
+
+def looking(who, call):
+    """`call` (of a path under /proc/<pid>/ns/), or where the daemon may not look
+    at `who`'s namespace files (no CAP_SYS_PTRACE, under a unit's bounding set),
+    `call` acting as `who`, who may look at its own."""
+    def calling(path):
+        try:
+            return call(path)
+        except PermissionError:
+            with acting_as(who):
+                return call(path)
+    return calling
+
+
+def _credentials(pid, uid, gid):
     groups = {gid}
     try:
         with open(f"/proc/{pid}/status", "rb") as f:

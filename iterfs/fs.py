@@ -11,8 +11,16 @@
 
 Inode numbers are computed, never stored: view number n (views.ViewTable: never
 reused, so an inode stays one program's across reloads) is 2 + n; the file for key
-k (a pid, SELF, ALL or a map id) in view n is (n + 1) << 32 | k. Only open files
-keep state.
+k (a pid, SELF, ALL or a map id) in view n is s << 48 | (n + 1) << 32 | k, where s
+is 0 but for a process a reader in a pid namespace of its own looked up by the
+number it has there (PidSlots). Only open files keep state.
+
+A reader in a pid namespace of its own names processes by its numbers, and the
+kernel caches a name's lookup for every reader of the mount alike: a name looked
+up in one pid namespace and used in another would lead to another process. Its
+slot tells: open() and getattr() answer ESTALE where the slot is not the
+caller's, and the kernel then looks the name up again as the caller
+(LOOKUP_REVAL) and retries once.
 """
 
 import array
@@ -28,7 +36,7 @@ import time
 import pyfuse3
 import trio
 
-from . import bpf, credentials, processes
+from . import bpf, credentials, namespaces, processes
 from .streaming import OpenIterator, Pumps
 from .views import BPF_OBJECT_TARGETS, StatusFile
 
@@ -41,6 +49,8 @@ ALL = 0xFFFF_FFFE
 NAMED = {b"self": SELF, b"all": ALL}
 MAX_MAP_ID = 0x7FFF_FFFF     # the kernel numbers maps from 1 to INT_MAX
 KEY_NAMES = {SELF: "self", ALL: "all"}
+MAX_VIEWS = 0xFFFF           # view numbers an inode holds (16 bits)
+MAX_PID_SLOTS = 0xFFFF       # pid namespaces an inode tells apart (16 bits)
 
 # Views change only at a reload, which makes the kernel forget those that changed;
 # a process can exit at any time.
@@ -158,6 +168,7 @@ class Listing:
         self.pids = pids
         self.rest = rest
         self.rest_base = rest.st_ino & ~0xFFFF_FFFF if rest is not None else 0
+        self.keys = None                 # the pids' keys where they are not the pids
         self.complete = True
         self.closed = False
         self.uid = 0                     # who opened it, for the limits
@@ -205,6 +216,26 @@ class Listing:
                 await self._more.wait()
 
 
+class PidSlots:
+    """Small numbers for the pid namespaces readers name processes in, for
+    inode numbers: 0 is the daemon's. Past MAX_PID_SLOTS the numbering starts
+    again: a name cached from before then is told apart from a reader of
+    another namespace that took its slot no longer (for PROCESS_TIMEOUT)."""
+
+    def __init__(self):
+        self._slots = {}
+
+    def __call__(self, pid_ns_inode):
+        if pid_ns_inode == namespaces.own().pid:
+            return 0
+        slot = self._slots.get(pid_ns_inode)
+        if slot is None:
+            if len(self._slots) == MAX_PID_SLOTS:
+                self._slots.clear()
+            slot = self._slots[pid_ns_inode] = len(self._slots) + 1
+        return slot
+
+
 class IterFS(pyfuse3.Operations):
     def __init__(self, views, *, max_open_per_uid=MAX_OPEN_PER_UID, max_open=MAX_OPEN,
                  process_list=None):
@@ -218,6 +249,9 @@ class IterFS(pyfuse3.Operations):
         self._directories_by_uid = collections.Counter()
         self._pid_max = processes.read_pid_max()
         self._hidepid = processes.HidePidCache()
+        self._namespaces = None if process_list is None else \
+            namespaces.NamespaceTable(process_list)
+        self._pid_slots = PidSlots()
         self._mounted_ns = time.time_ns()
         self._open = {}
         self._pumps = Pumps(READER_THREADS)
@@ -236,8 +270,10 @@ class IterFS(pyfuse3.Operations):
     def _view_inode(self, index):
         return FIRST_VIEW_INODE + index
 
-    def _entry_inode(self, index, key):
-        return (index + 1) << 32 | key
+    def _entry_inode(self, index, key, slot=0):
+        if index >= MAX_VIEWS:
+            raise pyfuse3.FUSEError(errno.EOVERFLOW)
+        return slot << 48 | (index + 1) << 32 | key
 
     def _resolve(self, inode):
         """(view index or None, key or None) for an inode; ENOENT if unknown."""
@@ -248,10 +284,17 @@ class IterFS(pyfuse3.Operations):
             if index in self.views:
                 return index, None
         else:
-            index, key = (inode >> 32) - 1, inode & 0xFFFF_FFFF
+            index, key = (inode >> 32 & MAX_VIEWS) - 1, inode & 0xFFFF_FFFF
             if index in self.views and self.views[index].is_directory:
                 return index, key
         raise pyfuse3.FUSEError(errno.ENOENT)
+
+    def _check_slot(self, index, key, inode, slot):
+        """ESTALE where a process's inode was looked up in a pid namespace
+        other than the caller's (`slot`): the kernel then looks again."""
+        if key is not None and key not in KEY_NAMES and self.views[index].per_process \
+                and inode >> 48 != slot:
+            raise pyfuse3.FUSEError(errno.ESTALE)
 
     def _attributes(self, inode, mode, timeout, owner=(0, 0)):
         attr = pyfuse3.EntryAttributes()
@@ -280,7 +323,7 @@ class IterFS(pyfuse3.Operations):
             mode = OWNER_ONLY if view.root_only else WORLD_READABLE
         return self._attributes(self._view_inode(index), mode, VIEW_TIMEOUT)
 
-    def _entry_attributes(self, index, key):
+    def _entry_attributes(self, index, key, slot=0):
         """As /proc: a process's file belongs to it (to root while it is not
         dumpable); the private views' are its owner's alone, and their `all`
         root's. A map's elements are root's alone, as bpftool needs root to
@@ -298,7 +341,8 @@ class IterFS(pyfuse3.Operations):
             mode, owner = OWNER_ONLY if view.private else WORLD_READABLE, (0, 0)
         else:
             mode, owner = OWNER_ONLY if view.private else WORLD_READABLE, processes.owner(key)
-        return self._attributes(self._entry_inode(index, key), mode, PROCESS_TIMEOUT, owner)
+        return self._attributes(self._entry_inode(index, key, slot), mode, PROCESS_TIMEOUT,
+                                owner)
 
     # -- lookups ----------------------------------------------------------
 
@@ -314,11 +358,20 @@ class IterFS(pyfuse3.Operations):
         key = self._entry_key(index, name)
         if key is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        if self.views[index].per_process and key not in KEY_NAMES \
-                and self._hiding(ctx) in HIDDEN_FROM_LISTINGS \
-                and not visible_to(self._reader(ctx), [key]):
-            raise pyfuse3.FUSEError(errno.ENOENT)       # as /proc/<pid> under hidepid=2
-        return self._entry_attributes(index, key)
+        slot = 0
+        if self.views[index].per_process and key not in KEY_NAMES:
+            slot = self._pid_slot(ctx)
+            if slot:
+                key = self._task_numbered(ctx, key)
+            if self._hiding(ctx) in HIDDEN_FROM_LISTINGS \
+                    and not visible_to(self._reader(ctx), [key]):
+                raise pyfuse3.FUSEError(errno.ENOENT)   # as /proc/<pid> under hidepid=2
+        attributes = self._entry_attributes(index, key, slot)
+        if slot:
+            # Not for readers elsewhere to use without asking (the module's
+            # docstring): a path walk that finds it asks again.
+            attributes.entry_timeout = 0
+        return attributes
 
     @fuse_operation
     async def getattr(self, inode, ctx=None):
@@ -327,7 +380,47 @@ class IterFS(pyfuse3.Operations):
             return self._root_attributes()
         if key is None:
             return self._view_attributes(index)
-        return self._entry_attributes(index, key)
+        slot = inode >> 48
+        if ctx is not None:
+            self._check_slot(index, key, inode, self._pid_slot(ctx))
+        return self._entry_attributes(index, key, slot)
+
+    def _pid_slot(self, ctx):
+        """The slot (PidSlots) of the pid namespace the caller numbers pids in:
+        0 without the process list, where every reader has the daemon's."""
+        if ctx.pid == 0 or self._namespaces is None:
+            return 0
+        path = f"/proc/{ctx.pid}/ns/pid"
+        try:
+            try:
+                inode = os.stat(path).st_ino
+            except PermissionError:     # no CAP_SYS_PTRACE: ask otherwise
+                stat = credentials.looking(self._reader(ctx), os.stat)
+                inode = self._namespaces.key_of(ctx.pid, stat).pid
+        except (FileNotFoundError, ProcessLookupError):
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        return self._pid_slots(inode)
+
+    def _task_numbered(self, ctx, number):
+        """The daemon's number for the task the caller, in a pid namespace of
+        its own, numbers `number`; ENOENT if it numbers none so."""
+        reader = self._full_reader(ctx)
+        try:
+            for task in self.process_list.numbered(reader.namespaces.told(bpf.Opening())):
+                if task.number == number:
+                    return task.tid
+        finally:
+            reader.release()
+        raise pyfuse3.FUSEError(errno.ENOENT)
+
+    def _full_reader(self, ctx):
+        """The caller with its namespaces (credentials.reader): release() it."""
+        try:
+            return credentials.reader(ctx.pid, ctx.uid, ctx.gid, self._namespaces)
+        except ProcessLookupError:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        except OSError as error:
+            raise logged_error(f"reader {ctx.pid}", "namespaces", error)
 
     @fuse_operation
     async def opendir(self, inode, ctx):
@@ -342,10 +435,14 @@ class IterFS(pyfuse3.Operations):
             entries = self._map_entries(index)
             listing = Listing([name for name, _ in entries], [attr for _, attr in entries])
         elif key is None and self.views[index].per_process:
+            slot = self._pid_slot(ctx)
             listing = Listing(list(NAMED),
                               [self._entry_attributes(index, key) for key in NAMED.values()],
-                              array.array("I"), self._listed_attributes(index))
-            self._list_processes(listing, ctx)
+                              array.array("I"), self._listed_attributes(index, slot))
+            if slot:
+                await self._list_numbered(listing, ctx)
+            else:
+                self._list_processes(listing, ctx)
         else:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         # A snapshot, so that offsets stay meaningful across readdir calls.
@@ -364,6 +461,7 @@ class IterFS(pyfuse3.Operations):
                 return
         # The processes: 5,000 of them take 26 requests; this loop is their cost.
         first, pids = len(names), listing.pids
+        keys = listing.keys or pids
         rest, base = listing.rest, listing.rest_base
         offset = max(start_id, first)
         while True:
@@ -372,7 +470,7 @@ class IterFS(pyfuse3.Operations):
                 return                          # complete: the end of the directory
             for offset in range(offset, first + len(pids)):
                 pid = pids[offset - first]
-                rest.st_ino = base | pid
+                rest.st_ino = base | keys[offset - first]
                 if not reply(token, b"%d" % pid, rest, offset + 1):
                     return
             offset += 1
@@ -397,7 +495,18 @@ class IterFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         view = self.views[index]
         name = view.name if key is None else f"{view.name}/{KEY_NAMES.get(key, key)}"
-        reader = credentials.reader(ctx.pid, ctx.uid, ctx.gid)
+        reader = self._full_reader(ctx)
+        try:
+            return self._open_as(reader, view, index, key, inode, name, ctx)
+        except BaseException:
+            reader.release()            # the open file releases it when it closes
+            raise
+
+    def _open_as(self, reader, view, index, key, inode, name, ctx):
+        slot = 0
+        if reader.own_pids:
+            slot = self._pid_slots(reader.namespaces.key.pid)
+        self._check_slot(index, key, inode, slot)
         opening = self._opening(view, key, ctx.pid, reader)     # before the check
         self._check_access(view, key, reader)
         if not self._may_hold(self._open_by_uid, ctx.uid, self.max_open_per_uid,
@@ -458,6 +567,23 @@ class IterFS(pyfuse3.Operations):
             batches = visible_batches(reader, batches)
         listing.start_filling(self._pumps.lane(LISTING_LANE).interactive, batches, from_proc)
 
+    async def _list_numbered(self, listing, ctx):
+        """A process directory's listing for a reader in a pid namespace of its
+        own: the processes it numbers, by those numbers, ascending, as its
+        /proc lists them (under the daemon's /proc's hidepid, those it shows)."""
+        reader = self._full_reader(ctx)
+        try:
+            told = reader.namespaces.told(bpf.Opening())
+            tasks = await trio.to_thread.run_sync(self.process_list.numbered, told)
+        finally:
+            reader.release()
+        leaders = sorted((task.number, task.tgid) for task in tasks if task.tid == task.tgid)
+        if self._hiding(ctx) in HIDDEN_FROM_LISTINGS:
+            visible = set(visible_to(self._reader(ctx), [tgid for _, tgid in leaders]))
+            leaders = [(number, tgid) for number, tgid in leaders if tgid in visible]
+        listing.pids.extend(number for number, _ in leaders)
+        listing.keys = array.array("I", (tgid for _, tgid in leaders))
+
     def _reader(self, ctx):
         return credentials.reader(ctx.pid, ctx.uid, ctx.gid)
 
@@ -473,14 +599,14 @@ class IterFS(pyfuse3.Operations):
             return processes.NOT_HIDDEN
         return hidepid.level
 
-    def _listed_attributes(self, index):
+    def _listed_attributes(self, index, slot=0):
         """Attributes for the listed processes of a view, which the kernel keeps
         no moment (timeouts 0): an owner takes a stat of /proc/<pid>, too dear
         for every process of a listing, so a lookup finds it when the entry is
         used. One object, given each entry's inode in turn."""
         view = self.views[index]
         mode = OWNER_ONLY if view.private or view.root_only else WORLD_READABLE
-        return self._attributes(self._entry_inode(index, 0), mode, 0)
+        return self._attributes(self._entry_inode(index, 0, slot), mode, 0)
 
     def _check_access(self, view, key, reader):
         """What the kernel asks of who reads the same from it, decided on the
@@ -613,6 +739,8 @@ class IterFS(pyfuse3.Operations):
         self._open.clear()
         self._directories.clear()
         self._pumps.shutdown()
+        if self._namespaces is not None:
+            self._namespaces.close()
 
     # -- everything else --------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The C library, opened once for all of iterfs: the calls Python has no
-function for (umount2, and syscall for per-thread credentials) and vsnprintf,
-which expands libbpf's printf-style messages."""
+function for (umount2, setns, and syscall for per-thread credentials) and
+vsnprintf, which expands libbpf's printf-style messages."""
 
 import ctypes
 

@@ -2,6 +2,7 @@
 who may read what of them."""
 
 import array
+import collections
 import dataclasses
 import errno
 import os
@@ -11,7 +12,14 @@ import time
 
 from . import bpf
 
-_IDENTITY = struct.Struct("=QQII")    # progs/internal/processes.bpf.c, struct identity
+# progs/internal/processes.bpf.c: struct identity, struct namespaces, struct numbered
+_IDENTITY = struct.Struct("=QQII")
+_NAMESPACES = struct.Struct("=QQIIII")
+_NUMBERED = struct.Struct("=III")
+
+Found = collections.namedtuple(
+    "Found", "pid_ns user_ns pid_ns_inum user_ns_inum net_ns_inum pid_ns_level")
+Numbered = collections.namedtuple("Numbered", "number tid tgid")
 
 # Canonical ASCII decimal only: no sign, no leading zero, no underscore, no other
 # script's digits (int() accepts "1_0", " 7" and "٣"; this does not).
@@ -157,6 +165,8 @@ class ProcessList:
         try:
             self._program = self._object.program(self.PROGRAM)
             self._identity = self._object.program(self.IDENTITY)
+            self._namespaces = self._object.program("namespaces")
+            self._numbered = self._object.program("numbered")
         except BaseException:
             self._object.close()
             raise
@@ -171,6 +181,22 @@ class ProcessList:
             raise ProcessLookupError(errno.ESRCH, f"no process or thread {pid or tid}")
         start_boottime, exec_id, _, _ = _IDENTITY.unpack(record)
         return start_boottime, exec_id
+
+    def namespaces(self, tid):
+        """Thread `tid`'s namespaces as the kernel has them (processes.Found):
+        their addresses and inode numbers. ProcessLookupError if it is gone."""
+        with self._namespaces.attach_iterator(tid=tid) as link, link.open() as stream:
+            record = stream.read(_NAMESPACES.size)
+        if len(record) != _NAMESPACES.size:
+            raise ProcessLookupError(errno.ESRCH, f"no thread {tid}")
+        return Found(*_NAMESPACES.unpack(record))
+
+    def numbered(self, opening):
+        """Every task the pid namespace `opening` tells numbers (Numbered:
+        that number, and the daemon's tid and tgid), in the iterator's order."""
+        with self._numbered.attach_iterator() as link, link.open(opening) as stream:
+            records = stream.readall()
+        return [Numbered(*fields) for fields in _NUMBERED.iter_unpack(records)]
 
     def tgid_batches(self):
         """The tgids in arrays of up to 1,024, as the walk goes on."""

@@ -34,7 +34,6 @@ import time
 
 import trio
 
-from .credentials import acting_as, is_daemon
 
 log = logging.getLogger("iterfs.streaming")
 
@@ -417,7 +416,10 @@ class OpenIterator:
         try:
             self.stream.close()
         finally:
-            self.link.close()
+            try:
+                self.link.close()
+            finally:
+                self._reader.release()
 
     def _start_pump(self):
         with self._mutex:
@@ -518,13 +520,9 @@ class OpenIterator:
             pass     # unmounting: nobody waits any more
 
     def _open_stream(self):
-        """A walk from the start, with the opener's credentials: the kernel decides
-        from them what it shows (credentials.py). Only the calling thread takes
-        them, and only for the call: a thread started meanwhile would keep them."""
-        if is_daemon(self._reader):
-            return self.link.open(self._opening)
-        with acting_as(self._reader):
-            return self.link.open(self._opening)
+        """A walk from the start, as the opener: the kernel decides from its
+        credentials and namespaces what it shows (credentials.Reader.walk)."""
+        return self._reader.walk(self.link, self._opening)
 
     def _move_to(self, offset):
         """Worker thread, pump stopped: make `offset` the next byte to return."""

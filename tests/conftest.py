@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from iterfs import bpf
+from iterfs import bpf, namespaces
 
 ROOT = Path(__file__).resolve().parent.parent
 OBJECTS = ROOT / "build" / "progs"
@@ -154,6 +154,22 @@ class Daemon:
             except FileNotFoundError:
                 pass
         return ids
+
+
+@contextlib.contextmanager
+def network_namespace_of(pid):
+    """The calling thread in process `pid`'s network namespace, inside the
+    block: what it reads of iterfs is that namespace's, as its /proc/net is."""
+    with contextlib.ExitStack() as files:
+        ours = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        files.callback(os.close, ours)
+        theirs = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+        files.callback(os.close, theirs)
+        namespaces._setns(theirs, namespaces.CLONE_NEWNET)
+        try:
+            yield
+        finally:
+            namespaces._setns(ours, namespaces.CLONE_NEWNET)
 
 
 class OpenSockets:

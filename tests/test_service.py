@@ -21,8 +21,8 @@ from conftest import (FILE_HOLDER, OBJECTS, ROOT, TEST_OBJECTS, Daemon, hold_soc
 
 UNIT = ROOT / "systemd" / "iterfs.service"
 STOP_LIMIT = 5          # seconds from a signal or an unmount to the daemon's exit
-CAPABILITY_BITS = {"CAP_SETGID": 6, "CAP_SETUID": 7, "CAP_SYS_ADMIN": 21, "CAP_SYSLOG": 34,
-                   "CAP_PERFMON": 38, "CAP_BPF": 39}
+CAPABILITY_BITS = {"CAP_SETGID": 6, "CAP_SETUID": 7, "CAP_SYS_PTRACE": 19, "CAP_SYS_ADMIN": 21,
+                   "CAP_SYSLOG": 34, "CAP_PERFMON": 38, "CAP_BPF": 39}
 
 
 def unit_settings(path):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (kill_quietly, needs_view, process_fds, read_in_chunks, read_quiet,
-                      running_daemon)
+from conftest import (kill_quietly, needs_view, network_namespace_of, process_fds,
+                      read_in_chunks, read_quiet, running_daemon)
 
 pytestmark = needs_view('tcp')
 from test_tcp6 import TCP_DEFER_ACCEPT, Sockets, normalised
@@ -268,11 +268,20 @@ def test_sl_counts_only_ipv4_sockets(mount, sockets):
 
 
 def test_empty_table_has_the_header_alone(tmp_path):
-    # A daemon in a network namespace of its own sees no socket at all.
-    with running_daemon(tmp_path / "mnt", prefix=("unshare", "--net")) as daemon:
-        ours = (daemon.mountpoint / "tcp").read_text()
-        assert ours == Path(f"/proc/{daemon.pid}/net/tcp").read_text()
-    assert ours == HEADER.ljust(WIDTH) + "\n"
+    # A reader in a network namespace of its own sees no socket at all, whichever
+    # namespace the daemon is in (here one of its own too).
+    with running_daemon(tmp_path / "mnt", prefix=("unshare", "--net")) as daemon, \
+            socket.socket() as host_listener:
+        host_listener.bind(("127.0.0.1", 0))
+        host_listener.listen()
+        host_port = host_listener.getsockname()[1]
+        path = daemon.mountpoint / "tcp"
+        ours, proc = subprocess.run(
+            ["unshare", "--net", "sh", "-c", f"cat {path} && echo = && cat /proc/net/tcp"],
+            check=True, capture_output=True, text=True).stdout.split("=\n")
+        from_host = path.read_text()
+    assert ours == proc == HEADER.ljust(WIDTH) + "\n"
+    assert f":{host_port:04X} " in from_host
 
 
 STILL_SOCKETS = r"""
@@ -309,8 +318,9 @@ def test_byte_for_byte_where_nothing_else_moves(tmp_path):
                 assert holder.stdout.readline() == "ready\n"
                 for size in (4096, 1 << 20, 333):
                     read = ChunkedRead(size)
-                    proc, ours = read_quiet(f"/proc/{holder.pid}/net/tcp",
-                                            daemon.mountpoint / "tcp", read=read)
+                    with network_namespace_of(daemon.pid):
+                        proc, ours = read_quiet("/proc/thread-self/net/tcp",
+                                                daemon.mountpoint / "tcp", read=read)
                     assert read.text == "".join(line + "\n" for line in proc), size
             finally:
                 kill_quietly(holder)

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from conftest import (OpenSockets, hold_sockets, needs_view, read_in_chunks, read_quiet,
-                      running_daemon)
+from conftest import (OpenSockets, hold_sockets, needs_view, network_namespace_of,
+                      read_in_chunks, read_quiet, running_daemon)
 
 pytestmark = needs_view('tcp6')
 
@@ -115,8 +115,9 @@ def test_sl_counts_only_ipv6_sockets(mount, sockets):
 
 
 def test_empty_table_still_has_header(tmp_path):
-    # A daemon in a network namespace of its own sees no socket at all.
-    with running_daemon(tmp_path / "mnt", prefix=("unshare", "--net")) as daemon:
+    # A reader in a network namespace with no socket at all (the daemon's own).
+    with running_daemon(tmp_path / "mnt", prefix=("unshare", "--net")) as daemon, \
+            network_namespace_of(daemon.pid):
         assert (daemon.mountpoint / "tcp6").read_text() == HEADER + "\n"
 
 
