@@ -101,12 +101,17 @@ def reader(pid, uid, gid, namespace_table=None):
     ids `uid` and `gid`. A thread gone since it asked has no capabilities.
     With a namespaces.NamespaceTable, its namespaces too: the caller releases
     them. OSError if they cannot be found or held."""
-    found = _credentials(pid, uid, gid)
     if namespace_table is None or pid == 0:
-        return found
-    key = namespace_table.key_of(pid, looking(found, os.stat))
+        return _credentials(pid, uid, gid)
+    try:
+        key = namespaces.key_of(pid)
+    except PermissionError:
+        key = None
+    found = _credentials(pid, uid, gid, None if key is None else key.user)
+    if key is None:
+        key = namespace_table.key_of(pid, looking(found, namespaces.ns_inode))
     opened = namespace_table.of(pid, key, looking(found, namespaces.open_file))
-    return dataclasses.replace(found, namespaces=opened)
+    return found if opened is None else dataclasses.replace(found, namespaces=opened)
 
 
 def looking(who, call):
@@ -122,7 +127,9 @@ def looking(who, call):
     return calling
 
 
-def _credentials(pid, uid, gid):
+def _credentials(pid, uid, gid, user_namespace=None):
+    """The Reader without namespaces; `user_namespace`: the inode number of
+    its user namespace, if known."""
     groups = {gid}
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
@@ -130,7 +137,7 @@ def _credentials(pid, uid, gid):
                 if line.startswith(b"Groups:"):
                     groups.update(int(group) for group in line.split()[1:])
                 elif line.startswith(b"CapEff:"):
-                    if not _in_our_user_namespace(pid):
+                    if not _in_our_user_namespace(pid, user_namespace):
                         break
                     return Reader(uid, gid, int(line.split()[1], 16), frozenset(groups))
     except (OSError, ValueError):
@@ -138,13 +145,16 @@ def _credentials(pid, uid, gid):
     return Reader(uid, gid, 0, frozenset(groups))
 
 
-def _in_our_user_namespace(pid):
-    """Whether thread `pid` is in the daemon's user namespace. Its ns/user link
+def _in_our_user_namespace(pid, inode=None):
+    """Whether thread `pid` (whose user namespace's inode number is `inode`, if
+    known) is in the daemon's user namespace. Its ns/user link
     says, where the kernel lets the daemon look: not at a process with a
     capability the daemon lacks (the ptrace check, under a unit's bounding
     set). There the uid maps are compared: a namespace mapped as ours, which
     only a writer with CAP_SETUID over ours can make, counts as ours."""
     ours = _own_user_namespace()
+    if inode is not None:
+        return inode == ours.inode
     try:
         return os.stat(f"/proc/{pid}/ns/user").st_ino == ours.inode
     except PermissionError:

@@ -393,10 +393,10 @@ class IterFS(pyfuse3.Operations):
         path = f"/proc/{ctx.pid}/ns/pid"
         try:
             try:
-                inode = os.stat(path).st_ino
+                inode = namespaces.ns_inode(path)
             except PermissionError:     # no CAP_SYS_PTRACE: ask otherwise
-                stat = credentials.looking(self._reader(ctx), os.stat)
-                inode = self._namespaces.key_of(ctx.pid, stat).pid
+                looking = credentials.looking(self._reader(ctx), namespaces.ns_inode)
+                inode = self._namespaces.key_of(ctx.pid, looking).pid
         except (FileNotFoundError, ProcessLookupError):
             raise pyfuse3.FUSEError(errno.ENOENT) from None
         return self._pid_slots(inode)
@@ -418,9 +418,10 @@ class IterFS(pyfuse3.Operations):
         try:
             return credentials.reader(ctx.pid, ctx.uid, ctx.gid, self._namespaces)
         except ProcessLookupError:
+            log.warning("reader %d: gone before its namespaces were found", ctx.pid)
             raise pyfuse3.FUSEError(errno.ENOENT) from None
         except OSError as error:
-            raise logged_error(f"reader {ctx.pid}", "namespaces", error)
+            raise logged_error(f"reader {ctx.pid}", "finding its namespaces", error)
 
     @fuse_operation
     async def opendir(self, inode, ctx):

@@ -37,12 +37,20 @@ IDLE = 0
 Key = collections.namedtuple("Key", KINDS)      # their inode numbers
 
 
-def key_of(tid, stat=os.stat):
+def ns_inode(path):
+    """The inode number of the namespace a /proc/<pid>/ns/<kind> link names,
+    from the link ("net:[4026531840]"): a third of what a stat costs, which
+    opens the namespace."""
+    link = os.readlink(path)
+    return int(link[link.index("[") + 1:-1])
+
+
+def key_of(tid, inode=ns_inode):
     """The inode numbers of thread `tid`'s namespaces (net, active pid, user),
-    each found by `stat`. ProcessLookupError if it is gone; PermissionError if
-    the calling thread may not look (the ptrace read check)."""
+    each found by `inode` (ns_inode). ProcessLookupError if it is gone;
+    PermissionError if the calling thread may not look (the ptrace read check)."""
     try:
-        return Key(*(stat(f"/proc/{tid}/ns/{kind}").st_ino for kind in KINDS))
+        return Key(*(inode(f"/proc/{tid}/ns/{kind}") for kind in KINDS))
     except FileNotFoundError:
         raise ProcessLookupError(errno.ESRCH, f"no thread {tid}") from None
 
@@ -120,11 +128,11 @@ class NamespaceTable:
         # The daemon's own network namespace, for a thread to come back to.
         self.home_net_fd = open_file("/proc/thread-self/ns/net")
 
-    def key_of(self, tid, stat=os.stat):
-        """key_of(tid, stat), or where `stat` may not look at the thread's
+    def key_of(self, tid, inode=ns_inode):
+        """key_of(tid, inode), or where `inode` may not look at the thread's
         namespace files, what the kernel says of it (the `namespaces` program)."""
         try:
-            return key_of(tid, stat)
+            return key_of(tid, inode)
         except PermissionError:
             found = self._process_list.namespaces(tid)
             return Key(found.net_ns_inum, found.pid_ns_inum, found.user_ns_inum)
