@@ -18,8 +18,6 @@ import pytest
 
 from conftest import kill_quietly, parse_task_file, process_fds
 
-pytestmark = pytest.mark.kernel
-
 NET_VIEWS = ("tcp", "tcp6", "udp", "udp6", "unix", "netlink", "ipv6_route")
 
 # TCP listening and established, and UDP, in IPv4 and IPv6 on loopback.
@@ -165,6 +163,7 @@ def no_errors_logged(mount):
 # -- network ----------------------------------------------------------------
 
 
+@pytest.mark.kernel
 def test_network_views_show_the_readers_namespace(mount):
     with socket.socket() as host_listener:
         host_listener.bind(("127.0.0.1", 0))
@@ -204,6 +203,7 @@ sys.stdin.read()
 """
 
 
+@pytest.mark.kernel
 def test_netstat_in_a_named_network_namespace(mount, tmp_path):
     """netstat under `ip netns exec`, reading iterfs through a bound net/, prints
     what plain netstat prints in that namespace."""
@@ -242,6 +242,7 @@ def test_netstat_in_a_named_network_namespace(mount, tmp_path):
 # -- pids -------------------------------------------------------------------
 
 
+@pytest.mark.kernel
 def test_a_pid_namespace_sees_its_own_processes(mount):
     found = in_container(mount, ["unshare", "--pid", "--fork", "--mount-proc"], "pid")
     listed = [int(name) for name in found["listing"] if name.isdigit()]
@@ -265,6 +266,7 @@ def test_a_pid_namespace_sees_its_own_processes(mount):
     assert found["missing_errors"] == [2, 2, 2], "a pid it does not number: ENOENT"
 
 
+@pytest.mark.kernel
 def test_a_name_means_the_readers_process(mount):
     """The kernel caches a looked-up name for every reader: the same name read
     at once from the host and from a pid namespace leads each to its own."""
@@ -311,6 +313,7 @@ def sockets_of_uid(uid):
         holder.wait(timeout=10)
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("id_map, expected", [("0 0 1\n", "65534"),
                                                ("0 0 1\n2000 1000 1\n", "2000")],
                          ids=["unmapped", "mapped"])
@@ -337,6 +340,7 @@ def test_uids_as_the_readers_user_namespace_maps_them(mount, id_map, expected):
 # -- what is held ------------------------------------------------------------
 
 
+@pytest.mark.kernel
 def test_nothing_is_held_once_readers_are_done(mount):
     """The namespaces a container's reads held are let go with its files."""
     baseline = mount.fd_count()
@@ -350,6 +354,7 @@ def test_nothing_is_held_once_readers_are_done(mount):
     assert mount.fd_count() <= baseline
 
 
+@pytest.mark.kernel
 def test_the_hosts_reader_sees_the_host(mount):
     ours = [int(name) for name in os.listdir(mount.mountpoint / "task") if name.isdigit()]
     assert os.getpid() in ours
@@ -373,6 +378,7 @@ print(json.dumps({"port": listener.getsockname()[1],
 """
 
 
+@pytest.mark.kernel
 def test_a_daemon_without_cap_sys_ptrace_finds_namespaces(tmp_path):
     """Without CAP_SYS_PTRACE the daemon may not open a reader's namespace files
     (the ptrace read check): it opens a user's as the user, and finds root's,
@@ -408,3 +414,51 @@ def test_a_daemon_without_cap_sys_ptrace_finds_namespaces(tmp_path):
     assert " ERROR" not in quiet_log, quiet_log
     assert refused.returncode != 0 and "Permission denied" in refused.stderr
     assert len(log.splitlines()) == 1 and "finding its namespaces" in log and "EACCES" in log
+
+
+# -- views of one's own -------------------------------------------------------
+
+UDP_PORTS = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+SEC("iter/udp")
+int udp_ports(struct bpf_iter__udp *ctx)
+{
+	struct udp_sock *udp = ctx->udp_sk;
+
+	if (udp)
+		BPF_SEQ_PRINTF(ctx->meta->seq, "%u\n", udp->inet.sk.__sk_common.skc_num);
+	return 0;
+}
+"""
+
+PORT_READER = r"""
+import socket, sys
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("127.0.0.1", 0))
+print(udp.getsockname()[1], open(sys.argv[1]).read().split())
+"""
+
+
+def test_a_view_of_ones_own_shows_the_readers_network_namespace(tmp_path):
+    """Any view's walk is created in the reader's network namespace (not a kernel
+    test: compiling a view in an emulated VM costs minutes)."""
+    from test_dropin import dropin_daemon
+    directory = tmp_path / "programs"
+    directory.mkdir(mode=0o755)
+    (directory / "udp_ports.bpf.c").write_text(UDP_PORTS)
+    with dropin_daemon(tmp_path, directory) as daemon, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as host_socket:
+        host_socket.bind(("127.0.0.1", 0))
+        view = daemon.mountpoint / "udp_ports"
+        result = subprocess.run(["unshare", "--net", sys.executable, "-c", PORT_READER,
+                                 str(view)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr + daemon.log()
+        on_host = view.read_text().split()
+        host_port = str(host_socket.getsockname()[1])
+    port, shown = result.stdout.split(" ", 1)
+    assert eval(shown) == [port]
+    assert host_port in on_host and port not in on_host
