@@ -156,7 +156,8 @@ class Listing:
     """A directory as opendir() found it: named entries with their attributes,
     then, in a process directory, the processes by pid, which share one
     attributes object given each entry's inode in turn: the pid under the
-    view's number.
+    view's number (the daemon's pid, `keys`, where the reader numbers
+    processes in a pid namespace of its own).
 
     A process directory's pids come in batches while the kernel walks them
     (fill(), in a worker thread), so that the first entries go out while the
@@ -381,7 +382,7 @@ class IterFS(pyfuse3.Operations):
         if key is None:
             return self._view_attributes(index)
         slot = inode >> 48
-        if ctx is not None:
+        if ctx is not None and key not in KEY_NAMES and self.views[index].per_process:
             self._check_slot(index, key, inode, self._pid_slot(ctx))
         return self._entry_attributes(index, key, slot)
 
