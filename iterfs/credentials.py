@@ -78,13 +78,10 @@ class Reader:
         namespace with its credentials, and told `opening` and its pid and
         user namespaces. Only the calling thread changes, and only for the
         call: a thread started meanwhile would keep what it had."""
-        if self.namespaces is None:
-            if is_daemon(self):
-                return link.open(opening)
-            with acting_as(self):
-                return link.open(opening)
-        with self.namespaces.entered():
-            opening = self.namespaces.told(opening)
+        held = self.namespaces
+        with contextlib.nullcontext() if held is None else held.entered():
+            if held is not None:
+                opening = held.told(opening)
             if is_daemon(self):
                 return link.open(opening)
             with acting_as(self):
@@ -99,8 +96,9 @@ class Reader:
 def reader(pid, uid, gid, namespace_table=None):
     """The Reader for a request from thread `pid` (a FUSE context's) with fs
     ids `uid` and `gid`. A thread gone since it asked has no capabilities.
-    With a namespaces.NamespaceTable, its namespaces too: the caller releases
-    them. OSError if they cannot be found or held."""
+    With a namespaces.NamespaceTable, its namespaces too, which the caller
+    releases: then ProcessLookupError if the thread is gone, another OSError
+    if its namespaces cannot be found or held."""
     if namespace_table is None or pid == 0:
         return _credentials(pid, uid, gid)
     try:
