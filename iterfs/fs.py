@@ -363,7 +363,7 @@ class IterFS(pyfuse3.Operations):
         if self.views[index].per_process and key not in KEY_NAMES:
             slot = self._pid_slot(ctx)
             if slot:
-                key = self._task_numbered(ctx, key)
+                key = await self._task_numbered(ctx, key)
             if self._hiding(ctx) in HIDDEN_FROM_LISTINGS \
                     and not visible_to(self._reader(ctx), [key]):
                 raise pyfuse3.FUSEError(errno.ENOENT)   # as /proc/<pid> under hidepid=2
@@ -402,16 +402,19 @@ class IterFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT) from None
         return self._pid_slots(inode)
 
-    def _task_numbered(self, ctx, number):
+    async def _task_numbered(self, ctx, number):
         """The daemon's number for the task the caller, in a pid namespace of
-        its own, numbers `number`; ENOENT if it numbers none so."""
+        its own, numbers `number`; ENOENT if it numbers none so. The walk goes
+        over every task: not in the event loop."""
         reader = self._full_reader(ctx)
         try:
-            for task in self.process_list.numbered(reader.namespaces.told(bpf.Opening())):
-                if task.number == number:
-                    return task.tid
+            told = reader.namespaces.told(bpf.Opening())
+            tasks = await trio.to_thread.run_sync(self.process_list.numbered, told)
         finally:
             reader.release()
+        for task in tasks:
+            if task.number == number:
+                return task.tid
         raise pyfuse3.FUSEError(errno.ENOENT)
 
     def _full_reader(self, ctx):
