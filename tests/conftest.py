@@ -235,10 +235,11 @@ def fresh_mount(tmp_path):
         yield daemon
 
 
+# Its files are made in the directory it is given: the test's, removed with it.
 FILE_HOLDER = r"""
-import os, socket, sys, select, tempfile
+import os, socket, sys, select
 files = []
-d = tempfile.mkdtemp()
+d = sys.argv[1]
 for name in ("plain", "with space", "new\nline", "deleted"):
     files.append(open(os.path.join(d, name), "w"))
 os.unlink(os.path.join(d, "deleted"))
@@ -259,10 +260,11 @@ sys.stdin.read()
 
 
 @pytest.fixture
-def holder():
+def holder(tmp_path):
     """A process holding files of every kind readlink names differently."""
-    process = subprocess.Popen([sys.executable, "-c", FILE_HOLDER], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
+    (tmp_path / "held").mkdir()
+    process = subprocess.Popen([sys.executable, "-c", FILE_HOLDER, str(tmp_path / "held")],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout.readline().strip() == "ready"
         yield process

@@ -342,8 +342,9 @@ def test_32_readers_get_complete_files(tmp_path):
     """32 readers, each reading /tcp6 over 30,000 sockets, task_file/all and small
     per-process files 50 times: no error, every file whole, nothing left open."""
     sockets = hold_sockets(SOCKETS)
-    holder = subprocess.Popen([sys.executable, "-c", FILE_HOLDER], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    (tmp_path / "held").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", FILE_HOLDER, str(tmp_path / "held")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"
         with running_daemon(tmp_path / "mnt") as daemon:
