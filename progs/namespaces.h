@@ -37,6 +37,15 @@ static __always_inline bool in_told_pid_ns(const struct opening *opened, struct 
 	       pid_nr_ns(BPF_CORE_READ(task, thread_pid), (struct pid_namespace *)opened->pid_ns);
 }
 
+/* The task's process id, numbered as the walk's reader numbers it. */
+static __always_inline int seen_tgid(const struct opening *opened, struct task_struct *task)
+{
+	if (!opened->pid_ns)
+		return BPF_CORE_READ(task, tgid);
+	return pid_nr_ns(BPF_CORE_READ(task, signal, pids[PIDTYPE_TGID]),
+			 (struct pid_namespace *)opened->pid_ns);
+}
+
 struct uid_lookup {
 	__u64 extents;
 	__u32 kuid;

@@ -1,0 +1,628 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * sockets: one line per open socket descriptor, with the process that holds
+ * it: the join that `ss -p`, `netstat -p`, `lsof -i` and psutil make by
+ * reading every /proc/<pid>/fd link, made here in one walk of the fds.
+ *
+ *	tgid fd netns family type protocol state local remote recv-q send-q inode uid comm
+ *
+ * - netns: the inode number of the socket's network namespace, as
+ *   /proc/<pid>/ns/net names it: a socket made in another namespace shows it.
+ * - family, type: inet, inet6, unix, netlink, packet, ...; stream, dgram,
+ *   seqpacket, raw, ... A family or type without a name here is its number.
+ * - protocol: for inet and inet6 its name (tcp, udp, udplite, icmp, icmpv6,
+ *   sctp, mptcp, raw); for every other family the protocol number the socket
+ *   was made with (a netlink family, an ethertype), in decimal.
+ * - state, addresses and queues as `ss -n` prints them: state ESTAB, LISTEN,
+ *   UNCONN...; inet `addr:port` (`0.0.0.0:*`, `[::1]:443`, `*:*` for an
+ *   unbound dual-stack socket, `%dev` after a bound device); unix
+ *   `name:inode` (`*` unnamed, an abstract name with its NULs as `@`) and
+ *   `*:peer-inode` as remote; netlink `protocol:port-id`; packet
+ *   `[ethertype]:dev` or `*:*`. ss's two columns, address and port, are one
+ *   here, joined with ':' as ss joins them for inet.
+ * - inode: the socket's, as readlink(/proc/<pid>/fd/<fd>) shows `socket:[inode]`.
+ * - uid: the socket's owner, seen from the reader's user namespace.
+ * - comm: the process's name.
+ *
+ * No field holds a blank: in a unix name and in comm, a byte below '!', DEL
+ * and '\' are written as \ooo, the octal escape /proc uses in paths.
+ */
+#include "iterfs.h"
+#include "opened.h"
+#include "compat.h"
+#include "namespaces.h"
+#include "sock.h"
+#include "scratch.h"
+#include <bpf/bpf_endian.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define OUT_SIZE	2048	/* a line at its longest is under 1 KiB */
+#define OUT_MASK	(OUT_SIZE - 1)
+#define NAME_SIZE	128	/* sun_path (108) and its NUL, rounded up */
+#define UNIX_PATH_MAX	108
+#define SOCKFS_MAGIC	0x534F434B
+#define NETDEV_HASHENTRIES 256
+#define IFNAMSIZ	16
+#define ETH_P_ALL	3
+#define NETLINK_CONNECTED 1
+
+/* include/linux/socket.h */
+#define AF_UNIX		1
+#define AF_INET		2
+#define AF_INET6	10
+#define AF_NETLINK	16
+#define AF_PACKET	17
+
+struct scratch {
+	char out[OUT_SIZE];
+	__u8 address[16];	/* an inet or inet6 address, as the socket holds it */
+	char name[NAME_SIZE];	/* a unix name, a device name, comm */
+};
+
+PER_THREAD_SCRATCH(struct scratch)
+
+/* Names of numbers, each written padded with blanks to its column's width.
+ * Each table's size is a power of two: an index masked with it stays inside. */
+struct label {
+	char text[16];
+};
+
+static const struct label families[32] = {
+	[AF_UNIX] = {"unix"}, [AF_INET] = {"inet"}, [AF_INET6] = {"inet6"},
+	[AF_NETLINK] = {"netlink"}, [AF_PACKET] = {"packet"},
+};
+#define FAMILY_WIDTH 8
+
+static const struct label types[16] = {
+	[1] = {"stream"}, [2] = {"dgram"}, [3] = {"raw"}, [4] = {"rdm"},
+	[5] = {"seqpacket"}, [6] = {"dccp"}, [10] = {"packet"},
+};
+#define TYPE_WIDTH 10
+
+/* ss's names for the TCP states, which every family's sk_state borrows. */
+static const struct label states[16] = {
+	[0] = {"UNKNOWN"}, [1] = {"ESTAB"}, [2] = {"SYN-SENT"},
+	[3] = {"SYN-RECV"}, [4] = {"FIN-WAIT-1"}, [5] = {"FIN-WAIT-2"},
+	[6] = {"TIME-WAIT"}, [7] = {"UNCONN"}, [8] = {"CLOSE-WAIT"},
+	[9] = {"LAST-ACK"}, [10] = {"LISTEN"}, [11] = {"CLOSING"},
+	[12] = {"NEW-SYN-RECV"}, [13] = {"BOUND-INACTIVE"},
+};
+#define STATE_WIDTH 14
+#define UNCONNECTED 7
+
+#define PROTOCOL_WIDTH 8
+
+static __always_inline __u32 put_char(struct scratch *s, __u32 at, char c)
+{
+	s->out[at & OUT_MASK] = c;
+	return at + 1;
+}
+
+/* s->name (at most 16 bytes) left-aligned in `width` columns, then a blank. */
+__noinline __u32 put_padded(struct scratch *s, __u32 at, __u32 width)
+{
+	__u32 end = at + width;
+
+	if (!s)
+		return at;
+	for (int i = 0; i < 16 && s->name[i]; i++)
+		at = put_char(s, at, s->name[i]);
+	for (int i = 0; i < 32 && at < end; i++)
+		at = put_char(s, at, ' ');
+	return put_char(s, at, ' ');
+}
+
+/* `value` in decimal, right-aligned in `width` columns. */
+__noinline __u32 put_decimal(struct scratch *s, __u32 at, __u64 value, __u32 width);
+
+/*
+ * table[index]'s name left-aligned in `width` columns, then a blank; the
+ * number itself where the table has no name for it. The index is masked
+ * where it is used, so that the compiler cannot drop the mask as implied by
+ * the check before it.
+ */
+static __always_inline __u32 put_named(struct scratch *s, __u32 at, const struct label *table,
+				       __u32 index, __u32 mask, __u32 width)
+{
+	__u32 start = at;
+
+	s->name[0] = 0;
+	if (index <= mask) {
+		barrier_var(index);
+		__builtin_memcpy(s->name, table[index & mask].text, sizeof(table->text));
+	}
+	s->name[sizeof(table->text)] = 0;
+	if (s->name[0])
+		return put_padded(s, at, width);
+	at = put_decimal(s, at, index, 0);
+	return put_padded(s, at, start + width > at ? start + width - at : 0);
+}
+
+/* 10^n for n < 20. */
+static const __u64 powers_of_ten[20] = {
+	1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL,
+	100000000ULL, 1000000000ULL, 10000000000ULL, 100000000000ULL,
+	1000000000000ULL, 10000000000000ULL, 100000000000000ULL,
+	1000000000000000ULL, 10000000000000000ULL, 100000000000000000ULL,
+	1000000000000000000ULL, 10000000000000000000ULL,
+};
+
+/*
+ * `value` in decimal, right-aligned in `width` columns (at most 32). Every
+ * loop runs its whole count, choosing what to write, not whether to go on:
+ * the verifier then walks each once, whatever the value.
+ */
+__noinline __u32 put_decimal(struct scratch *s, __u32 at, __u64 value, __u32 width)
+{
+	__u32 digits = 1, pad, end;
+
+	if (!s)
+		return at;
+	for (int i = 1; i < 20; i++)
+		if (value >= powers_of_ten[i])
+			digits = i + 1;
+	pad = width > digits ? width - digits : 0;
+	for (int i = 0; i < 32; i++)
+		if (i < pad)
+			s->out[(at + i) & OUT_MASK] = ' ';
+	at += pad & 31;
+	end = at + digits;
+	for (int i = 0; i < 20; i++) {
+		if (i < digits)
+			s->out[(end - 1 - i) & OUT_MASK] = '0' + value % 10;
+		value /= 10;
+	}
+	return end;
+}
+
+/* A port as ss prints it: `*` for none. */
+static __always_inline __u32 put_port(struct scratch *s, __u32 at, __u16 port)
+{
+	return port ? put_decimal(s, at, port, 0) : put_char(s, at, '*');
+}
+
+/* s->address[offset..offset + 4) as a dotted quad. */
+__noinline __u32 put_ipv4(struct scratch *s, __u32 at, __u32 offset)
+{
+	if (!s)
+		return at;
+	for (int i = 0; i < 4; i++) {
+		if (i)
+			at = put_char(s, at, '.');
+		at = put_decimal(s, at, s->address[(offset + i) & 15], 0);
+	}
+	return at;
+}
+
+__noinline __u32 put_hex(struct scratch *s, __u32 at, __u32 word)
+{
+	bool started = false;
+
+	if (!s)
+		return at;
+
+	for (int shift = 12; shift >= 0; shift -= 4) {
+		__u32 digit = (word >> shift) & 15;
+
+		if (!digit && !started && shift)
+			continue;
+		started = true;
+		at = put_char(s, at, digit < 10 ? '0' + digit : 'a' + digit - 10);
+	}
+	return at;
+}
+
+/*
+ * s->address as an IPv6 address, as glibc's inet_ntop() writes it (and so ss):
+ * the first longest run of two or more zero groups as `::`, and the last four
+ * bytes dotted for ::ffff:a.b.c.d and for the IPv4-compatible ::a.b.c.d.
+ */
+__noinline __u32 put_ipv6(struct scratch *s, __u32 at)
+{
+	int best_base = -1, best_len = 0, cur_base = -1, cur_len = 0;
+	__u32 words[8];
+
+	if (!s)
+		return at;
+	for (int i = 0; i < 8; i++)
+		words[i] = s->address[2 * i] << 8 | s->address[2 * i + 1];
+	for (int i = 0; i < 8; i++) {
+		if (!words[i]) {
+			if (cur_base == -1) {
+				cur_base = i;
+				cur_len = 0;
+			}
+			cur_len++;
+			continue;
+		}
+		if (cur_base != -1 && cur_len > best_len) {
+			best_base = cur_base;
+			best_len = cur_len;
+		}
+		cur_base = -1;
+	}
+	if (cur_base != -1 && cur_len > best_len) {
+		best_base = cur_base;
+		best_len = cur_len;
+	}
+	if (best_len < 2)
+		best_base = -1;
+	for (int i = 0; i < 8; i++) {
+		if (best_base != -1 && i >= best_base && i < best_base + best_len) {
+			if (i == best_base)
+				at = put_char(s, at, ':');
+			continue;
+		}
+		if (i)
+			at = put_char(s, at, ':');
+		if (i == 6 && best_base == 0 &&
+		    (best_len == 6 || (best_len == 7 && words[7] != 1) ||
+		     (best_len == 5 && words[5] == 0xffff)))
+			return put_ipv4(s, at, 12);
+		at = put_hex(s, at, words[i]);
+	}
+	if (best_base != -1 && best_base + best_len == 8)
+		at = put_char(s, at, ':');
+	return at;
+}
+
+/*
+ * s->name's first `length` bytes, with a byte below '!', DEL and '\' as \ooo,
+ * and with every NUL as '@' when `abstract` (ss's way with abstract names).
+ */
+__noinline __u32 put_escaped(struct scratch *s, __u32 at, __u32 length, __u32 abstract)
+{
+	if (!s)
+		return at;
+	for (__u32 i = 0; i < NAME_SIZE && i < length; i++) {
+		unsigned char c = s->name[i];
+
+		if (!c && abstract)
+			c = '@';
+		if (c > ' ' && c != 0x7f && c != '\\') {
+			at = put_char(s, at, c);
+			continue;
+		}
+		at = put_char(s, at, '\\');
+		at = put_char(s, at, '0' + (c >> 6));
+		at = put_char(s, at, '0' + ((c >> 3) & 7));
+		at = put_char(s, at, '0' + (c & 7));
+	}
+	return at;
+}
+
+/* The length of the NUL-terminated string at s->name, at most `size`. */
+__noinline __u32 name_length(struct scratch *s, __u32 size)
+{
+	__u32 length = 0;
+
+	if (!s)
+		return 0;
+
+	for (__u32 i = 0; i < NAME_SIZE && i < size; i++) {
+		if (!s->name[i])
+			break;
+		length++;
+	}
+	return length;
+}
+
+/* The name of device `ifindex` in `net` (dev_get_by_index()), or its number. */
+static __always_inline __u32 put_device(struct scratch *s, __u32 at, struct net *net, int ifindex)
+{
+	struct hlist_head *heads = BPF_CORE_READ(net, dev_index_head);
+	struct hlist_node *node = NULL;
+	struct net_device *dev;
+
+	if (heads)
+		node = BPF_CORE_READ(&heads[ifindex & (NETDEV_HASHENTRIES - 1)], first);
+	for (int i = 0; i < 16 && node; i++) {
+		dev = container_of(node, struct net_device, index_hlist);
+		if (BPF_CORE_READ(dev, ifindex) == ifindex) {
+			bpf_probe_read_kernel_str(s->name, IFNAMSIZ, dev->name);
+			return put_escaped(s, at, name_length(s, IFNAMSIZ), 0);
+		}
+		node = BPF_CORE_READ(node, next);
+	}
+	at = put_char(s, at, 'i');
+	at = put_char(s, at, 'f');
+	return put_decimal(s, at, ifindex, 0);
+}
+
+/* One end of an inet socket: `addr[%dev]:port`. */
+static __always_inline __u32 put_inet_end(struct scratch *s, __u32 at, struct sock *sk,
+					  bool local, __u16 port)
+{
+	struct sock_common *common = &sk->__sk_common;
+	int ifindex = local ? BPF_CORE_READ(common, skc_bound_dev_if) : 0;
+	bool any = true;
+
+	if (BPF_CORE_READ(common, skc_family) == AF_INET) {
+		if (local)
+			bpf_probe_read_kernel(s->address, 4, &common->skc_rcv_saddr);
+		else
+			bpf_probe_read_kernel(s->address, 4, &common->skc_daddr);
+		at = put_ipv4(s, at, 0);
+	} else {
+		if (local)
+			bpf_probe_read_kernel(s->address, 16, &common->skc_v6_rcv_saddr);
+		else
+			bpf_probe_read_kernel(s->address, 16, &common->skc_v6_daddr);
+		for (int i = 0; i < 16; i++)
+			any &= !s->address[i];
+		if (any && !BPF_CORE_READ_BITFIELD_PROBED(common, skc_ipv6only)) {
+			at = put_char(s, at, '*');
+		} else {
+			at = put_char(s, at, '[');
+			at = put_ipv6(s, at);
+			at = put_char(s, at, ']');
+		}
+	}
+	if (ifindex) {
+		at = put_char(s, at, '%');
+		at = put_device(s, at, BPF_CORE_READ(common, skc_net.net), ifindex);
+	}
+	at = put_char(s, at, ':');
+	return put_port(s, at, port);
+}
+
+/* A unix socket's name as ss prints it, `*` if it has none. */
+static __always_inline __u32 put_unix_name(struct scratch *s, __u32 at, struct unix_sock *u)
+{
+	struct unix_address *addr = BPF_CORE_READ(u, addr);
+	int length;
+
+	if (!addr)
+		return put_char(s, at, '*');
+	length = BPF_CORE_READ(addr, len) - (int)offsetof(struct sockaddr_un, sun_path);
+	if (length <= 0 || length > UNIX_PATH_MAX + 1)
+		return put_char(s, at, '*');
+	__builtin_memset(s->name, 0, sizeof(s->name));
+	bpf_probe_read_kernel(s->name, length & (NAME_SIZE - 1), &addr->name[0].sun_path);
+	if (s->name[0])
+		return put_escaped(s, at, name_length(s, length), 0);
+	return put_escaped(s, at, length, 1);
+}
+
+/* The unix columns as ss prints them: `name:inode` and, for the peer, `*:inode`
+ * (0 for none): ss names no peer. */
+static __always_inline __u32 put_unix_ends(struct scratch *s, __u32 at, struct unix_sock *u)
+{
+	struct sock *peer = BPF_CORE_READ(u, peer);
+
+	at = put_unix_name(s, at, u);
+	at = put_char(s, at, ':');
+	at = put_decimal(s, at, sock_inode(&u->sk), 0);
+	at = put_char(s, at, ' ');
+	at = put_char(s, at, '*');
+	at = put_char(s, at, ':');
+	return put_decimal(s, at, peer ? sock_inode(peer) : 0, 0);
+}
+
+/* unix_inq_len(): bytes waiting in a stream, the next datagram's size otherwise. */
+struct queue_walk {
+	struct sk_buff *skb;
+	struct sk_buff *head;
+	__u64 bytes;
+};
+
+static long add_skb(__u32 index, struct queue_walk *walk)
+{
+	struct sk_buff *skb = walk->skb;
+	__u32 consumed = 0;
+
+	if (!skb || skb == walk->head)
+		return 1;
+	bpf_probe_read_kernel(&consumed, sizeof(consumed),
+			      (void *)skb + bpf_core_field_offset(struct sk_buff, cb) +
+			      bpf_core_field_offset(struct unix_skb_parms, consumed));
+	walk->bytes += BPF_CORE_READ(skb, len) - consumed;
+	walk->skb = BPF_CORE_READ(skb, next);
+	return 0;
+}
+
+static __always_inline __u64 unix_waiting(struct sock *sk, int type)
+{
+	struct sk_buff *head = (struct sk_buff *)&sk->sk_receive_queue;
+	struct sk_buff *first = BPF_CORE_READ(sk, sk_receive_queue.next);
+	struct queue_walk walk = { .skb = first, .head = head };
+
+	if (!first || first == head)
+		return 0;
+	if (type != SOCK_STREAM && type != SOCK_SEQPACKET)
+		return BPF_CORE_READ(first, len);
+	bpf_loop(1 << 16, add_skb, &walk, 0);
+	return walk.bytes;
+}
+
+/* sk_wmem_alloc_get() */
+static __always_inline __u64 write_allocated(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_wmem_alloc.refs.counter) - 1;
+}
+
+static __always_inline __u64 read_allocated(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_backlog.rmem_alloc.counter);
+}
+
+/* Protocol names for inet sockets, as /etc/protocols has them. */
+static const struct label protocols[16] = {
+	{"?"}, {"icmp"}, {"tcp"}, {"udp"}, {"icmpv6"}, {"sctp"}, {"udplite"}, {"raw"}, {"mptcp"},
+};
+
+static __always_inline __u32 put_protocol(struct scratch *s, __u32 at, int family,
+					  int protocol)
+{
+	__u32 name = 0;
+
+	if (family == AF_INET || family == AF_INET6) {
+		switch (protocol) {
+		case 1: name = 1; break;
+		case 6: name = 2; break;
+		case 17: name = 3; break;
+		case 58: name = 4; break;
+		case 132: name = 5; break;
+		case 136: name = 6; break;
+		case 255: name = 7; break;
+		case 262: name = 8; break;
+		}
+	}
+	if (!name) {
+		s->name[0] = 0;
+		at = put_decimal(s, at, protocol, 0);
+		return put_padded(s, at, PROTOCOL_WIDTH - 1);
+	}
+	return put_named(s, at, protocols, name, 15, PROTOCOL_WIDTH);
+}
+
+/* The family, type, protocol and state columns, then the two addresses and the queues. */
+static __always_inline __u32 put_socket(struct scratch *s, __u32 at, struct sock *sk, int type)
+{
+	int family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	int protocol = BPF_CORE_READ(sk, sk_protocol);
+	int state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	__u64 recv_q = read_allocated(sk), send_q = write_allocated(sk);
+
+	at = put_named(s, at, families, family, 31, FAMILY_WIDTH);
+	at = put_named(s, at, types, type, 15, TYPE_WIDTH);
+	at = put_protocol(s, at, family, protocol);
+	if (family == AF_NETLINK || family == AF_PACKET)
+		state = UNCONNECTED;
+	at = put_named(s, at, states, state, 15, STATE_WIDTH);
+
+	if (family == AF_INET || family == AF_INET6) {
+		at = put_inet_end(s, at, sk, true, BPF_CORE_READ(sk, __sk_common.skc_num));
+		at = put_char(s, at, ' ');
+		at = put_inet_end(s, at, sk, false,
+				  bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)));
+		if (state == TCP_LISTEN) {
+			recv_q = BPF_CORE_READ(sk, sk_ack_backlog);
+			send_q = BPF_CORE_READ(sk, sk_max_ack_backlog);
+		} else if (protocol == IPPROTO_TCP && type == SOCK_STREAM) {
+			struct tcp_sock *tp = (struct tcp_sock *)sk;
+			int waiting = BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, copied_seq);
+
+			recv_q = waiting > 0 ? waiting : 0;
+			send_q = BPF_CORE_READ(tp, write_seq) - BPF_CORE_READ(tp, snd_una);
+		} else if (protocol == IPPROTO_UDP || protocol == IPPROTO_UDPLITE) {
+			recv_q -= BPF_CORE_READ((struct udp_sock *)sk, forward_deficit);
+		}
+	} else if (family == AF_UNIX) {
+		struct unix_sock *u = (struct unix_sock *)sk;
+
+		at = put_unix_ends(s, at, u);
+		if (state == TCP_LISTEN) {
+			recv_q = BPF_CORE_READ(sk, sk_receive_queue.qlen);
+			send_q = BPF_CORE_READ(sk, sk_max_ack_backlog);
+		} else {
+			recv_q = unix_waiting(sk, type);
+		}
+	} else if (family == AF_NETLINK) {
+		struct netlink_sock *nlk = (struct netlink_sock *)sk;
+
+		at = put_decimal(s, at, protocol, 0);
+		at = put_char(s, at, ':');
+		at = put_decimal(s, at, BPF_CORE_READ(nlk, portid), 0);
+		at = put_char(s, at, ' ');
+		if (BPF_CORE_READ(sk, __sk_common.skc_state) == NETLINK_CONNECTED) {
+			at = put_decimal(s, at, BPF_CORE_READ(nlk, dst_group), 0);
+			at = put_char(s, at, ':');
+			at = put_decimal(s, at, BPF_CORE_READ(nlk, dst_portid), 0);
+		} else {
+			at = put_char(s, at, '*');
+		}
+	} else if (family == AF_PACKET) {
+		struct packet_sock *po = (struct packet_sock *)sk;
+		__u16 ethertype = bpf_ntohs(BPF_CORE_READ(po, num));
+		int ifindex = BPF_CORE_READ(po, ifindex);
+
+		if (ethertype == ETH_P_ALL) {
+			at = put_char(s, at, '*');
+		} else {
+			at = put_char(s, at, '[');
+			at = put_decimal(s, at, ethertype, 0);
+			at = put_char(s, at, ']');
+		}
+		at = put_char(s, at, ':');
+		if (ifindex)
+			at = put_device(s, at, BPF_CORE_READ(sk, __sk_common.skc_net.net), ifindex);
+		else
+			at = put_char(s, at, '*');
+		at = put_char(s, at, ' ');
+		at = put_char(s, at, '*');
+	} else {
+		at = put_char(s, at, '*');
+		at = put_char(s, at, ' ');
+		at = put_char(s, at, '*');
+	}
+	at = put_char(s, at, ' ');
+	at = put_decimal(s, at, recv_q, 0);
+	at = put_char(s, at, ' ');
+	at = put_decimal(s, at, send_q, 0);
+	return put_char(s, at, ' ');
+}
+
+/* The socket behind a file of sockfs, as SOCKET_I() finds it; NULL for any other file. */
+static __always_inline struct socket *file_socket(struct file *file)
+{
+	struct inode *inode = file->f_inode;
+
+	if (!inode || BPF_CORE_READ(inode, i_sb, s_magic) != SOCKFS_MAGIC)
+		return NULL;
+	return (struct socket *)((void *)inode - bpf_core_field_offset(struct socket_alloc, vfs_inode) +
+				 bpf_core_field_offset(struct socket_alloc, socket));
+}
+
+static const char header[] = "    tgid       fd      netns family   type       protocol state          local remote recv-q send-q inode uid comm\n";
+
+SEC("iter/task_file")
+int sockets(struct bpf_iter__task_file *ctx)
+{
+	struct bpf_iter_meta *meta = ctx->meta;
+	struct seq_file *seq = meta->seq;
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct task_struct *leader;
+	struct session *session;
+	struct socket *sock;
+	struct scratch *s;
+	struct sock *sk;
+	__u32 at;
+
+	session = session_get(meta);
+	if (session && session_wants_header(session, meta, file))
+		bpf_seq_write(seq, header, sizeof(header) - 1);
+	if (!file) {
+		session_end(meta);
+		return 0;
+	}
+	sock = file_socket(file);
+	if (!sock)
+		return 0;
+	sk = BPF_CORE_READ(sock, sk);
+	s = scratch();
+	if (!sk || !s || !may_show_task(session, seq, task))
+		return 0;
+
+	at = put_decimal(s, 0, seen_tgid(&session->opened, task), 8);
+	at = put_char(s, at, ' ');
+	at = put_decimal(s, at, ctx->fd, 8);
+	at = put_char(s, at, ' ');
+	at = put_decimal(s, at, BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum), 10);
+	at = put_char(s, at, ' ');
+	at = put_socket(s, at, sk, BPF_CORE_READ(sock, type));
+	at = put_decimal(s, at, BPF_CORE_READ(file, f_inode, i_ino), 0);
+	at = put_char(s, at, ' ');
+	at = put_decimal(s, at, uid_seen_from(walk_user_ns(&session->opened, seq),
+					      BPF_CORE_READ(sk, sk_uid.val)), 0);
+	at = put_char(s, at, ' ');
+	leader = task->group_leader;
+	if (!leader || bpf_probe_read_kernel_str(s->name, sizeof(leader->comm), leader->comm) < 0)
+		s->name[0] = 0;
+	at = put_escaped(s, at, name_length(s, sizeof(leader->comm)), 0);
+	at = put_char(s, at, '\n');
+	bpf_seq_write(seq, s->out, at & OUT_MASK);
+	return 0;
+}
