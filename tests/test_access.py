@@ -267,7 +267,8 @@ def test_other_processes_are_refused(users, shared):
         private = [m / "task_vma" / "1", m / "task_file" / "1", m / "task_vma" / str(os.getpid()),
                    m / "task_file" / str(os.getpid()), m / "task_vma" / str(other.pid),
                    m / "task_file" / str(other.pid), m / "task_file" / "all",
-                   m / "task_vma" / "all"]
+                   m / "task_vma" / "all", m / "sockets" / "1", m / "sockets" / str(other.pid),
+                   m / "sockets" / "all"]
         public = [m / "task" / str(other.pid), m / "task" / "all", m / "tcp6"]
         answers = users[0].read(*private, *public)
         for path in private:
@@ -275,15 +276,17 @@ def test_other_processes_are_refused(users, shared):
         for path in public:
             assert answers[str(path)][0] == "ok", (path, answers[str(path)])
         # its owner may
-        own = users[1].read(m / "task_file" / str(other.pid))
-        assert own[str(m / "task_file" / str(other.pid))][0] == "ok"
+        for view in ("task_file", "sockets"):
+            own = users[1].read(m / view / str(other.pid))
+            assert own[str(m / view / str(other.pid))][0] == "ok"
 
 
 def test_modes_and_owners_mirror_proc(users, shared):
     m = shared.mountpoint
     with started(users[1], SLEEPER) as other:
         assert other.stdout.readline().strip() == "ready"
-        for view, mode in (("task_file", 0o400), ("task_vma", 0o400), ("task", 0o444)):
+        for view, mode in (("task_file", 0o400), ("task_vma", 0o400), ("sockets", 0o400),
+                           ("task", 0o444)):
             entry = os.stat(m / view / str(other.pid))
             assert (entry.st_uid, entry.st_gid) == (users[1].uid, users[1].gid)
             assert stat.S_IMODE(entry.st_mode) == mode
