@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from conftest import (  # noqa: E402,F401
-    OBJECTS, PROCESSES_HOLDER, Holders, hold_sockets, running_daemon)
+    OBJECTS, PROCESSES_HOLDER, SOCKET_HOLDER, Holders, hold_sockets, running_daemon)
 
 # One process holding `n` open files (fds) in all, stdin, stdout and stderr counted.
 FDS_HOLDER = r"""
@@ -86,6 +86,12 @@ def killed_at_end(holders):
 def sockets(count):
     """`count` connected IPv6 TCP sockets (count / 2 connections over ::1)."""
     return killed_at_end(hold_sockets(count))
+
+
+def socket_processes(processes_count, count):
+    """`processes_count` processes holding `count` connected IPv6 TCP sockets
+    in all, each the two ends of its share of the connections."""
+    return holding(SOCKET_HOLDER, [count // 2 // processes_count] * processes_count)
 
 
 def processes(count):

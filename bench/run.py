@@ -25,11 +25,15 @@ import load
 import memory
 import per_open
 import processes
+import sockets
 import tcp6
 from harness import report
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CASES = ("streaming", "per_open", "fairness", "listing", "files", "threads", "memory")
+CASES = ("streaming", "per_open", "fairness", "listing", "files", "threads", "sockets",
+         "memory")
+# The results' order: a case may give more than one (sockets: against ss, against psutil).
+RESULTS_ORDER = CASES + ("sockets_psutil",)
 SMALL_VIEW_FILES = 10       # open files of the process whose task_file is read
 
 
@@ -47,11 +51,13 @@ def run_cases(selected, directory, say):
 
     def measure(case, work):
         say(f"{case}: measuring")
-        results.append(work())
-        say(f"{case}: {results[-1].metric} = {results[-1].value:.3g} "
-            f"(target {results[-1].target_text()})")
+        measured = work()
+        for result in measured if isinstance(measured, list) else [measured]:
+            results.append(result)
+            say(f"{result.case}: {result.metric} = {result.value:.3g} "
+                f"(target {result.target_text()})")
 
-    shared = {"streaming", "per_open", "fairness", "listing", "files", "threads"}
+    shared = {"streaming", "per_open", "fairness", "listing", "files", "threads", "sockets"}
     if selected & shared:
         with load.running_daemon(directory / "mnt") as daemon:
             mnt = daemon.mountpoint
@@ -83,11 +89,15 @@ def run_cases(selected, directory, say):
                 say(f"holding {processes.THREADS:,} threads")
                 with load.threads(processes.THREADS):
                     measure("threads", lambda: processes.threads(mnt))
+            if "sockets" in selected:
+                say(f"holding {sockets.SOCKETS:,} TCP sockets in {sockets.PROCESSES} processes")
+                with load.socket_processes(sockets.PROCESSES, sockets.SOCKETS) as holders:
+                    measure("sockets", lambda: sockets.sockets(mnt, holders))
     if "memory" in selected:
         with load.running_daemon(directory / "mnt-memory") as daemon, \
                 load.process_with_fds(SMALL_VIEW_FILES) as pid:
             measure("memory", lambda: memory.memory(daemon, pid))
-    return sorted(results, key=lambda r: CASES.index(r.case))
+    return sorted(results, key=lambda r: RESULTS_ORDER.index(r.case))
 
 
 def stop(signum, frame):

@@ -11,8 +11,8 @@
  * - family, type: inet, inet6, unix, netlink, packet, ...; stream, dgram,
  *   seqpacket, raw, ... A family or type without a name here is its number.
  * - protocol: for inet and inet6 its name (tcp, udp, udplite, icmp, icmpv6,
- *   sctp, mptcp, raw); for every other family the protocol number the socket
- *   was made with (a netlink family, an ethertype), in decimal.
+ *   sctp, mptcp, raw); for every other family its number, in decimal: a
+ *   netlink socket's netlink family, a packet socket's ethertype (3: all).
  * - state, addresses and queues as `ss -n` prints them: state ESTAB, LISTEN,
  *   UNCONN...; inet `addr:port` (`0.0.0.0:*`, `[::1]:443`, `*:*` for an
  *   unbound dual-stack socket, `%dev` after a bound device); unix
@@ -55,6 +55,12 @@ char LICENSE[] SEC("license") = "GPL";
 #define AF_PACKET	17
 
 struct scratch {
+	/* The last uid mapped, in this walk: from kuid, in user_ns, to uid. A
+	 * walk holds its user namespace; an address may be another's later. */
+	__u64 session_id;
+	__u64 user_ns;
+	__u32 kuid;
+	__u32 uid;
 	char out[OUT_SIZE];
 	__u8 address[16];	/* an inet or inet6 address, as the socket holds it */
 	char name[NAME_SIZE];	/* a unix name, a device name, comm */
@@ -62,31 +68,32 @@ struct scratch {
 
 PER_THREAD_SCRATCH(struct scratch)
 
-/* Names of numbers, each written padded with blanks to its column's width.
- * Each table's size is a power of two: an index masked with it stays inside. */
+/* Names of numbers, padded with blanks: each is written as two 8-byte words.
+ * An entry without a name is all NULs. Each table's size is a power of two: an
+ * index masked with it stays inside. */
 struct label {
 	char text[16];
 };
 
 static const struct label families[32] = {
-	[AF_UNIX] = {"unix"}, [AF_INET] = {"inet"}, [AF_INET6] = {"inet6"},
-	[AF_NETLINK] = {"netlink"}, [AF_PACKET] = {"packet"},
+	[AF_UNIX] = {"unix            "}, [AF_INET] = {"inet            "}, [AF_INET6] = {"inet6           "},
+	[AF_NETLINK] = {"netlink         "}, [AF_PACKET] = {"packet          "},
 };
 #define FAMILY_WIDTH 8
 
 static const struct label types[16] = {
-	[1] = {"stream"}, [2] = {"dgram"}, [3] = {"raw"}, [4] = {"rdm"},
-	[5] = {"seqpacket"}, [6] = {"dccp"}, [10] = {"packet"},
+	[1] = {"stream          "}, [2] = {"dgram           "}, [3] = {"raw             "}, [4] = {"rdm             "},
+	[5] = {"seqpacket       "}, [6] = {"dccp            "}, [10] = {"packet          "},
 };
 #define TYPE_WIDTH 10
 
 /* ss's names for the TCP states, which every family's sk_state borrows. */
 static const struct label states[16] = {
-	[0] = {"UNKNOWN"}, [1] = {"ESTAB"}, [2] = {"SYN-SENT"},
-	[3] = {"SYN-RECV"}, [4] = {"FIN-WAIT-1"}, [5] = {"FIN-WAIT-2"},
-	[6] = {"TIME-WAIT"}, [7] = {"UNCONN"}, [8] = {"CLOSE-WAIT"},
-	[9] = {"LAST-ACK"}, [10] = {"LISTEN"}, [11] = {"CLOSING"},
-	[12] = {"NEW-SYN-RECV"}, [13] = {"BOUND-INACTIVE"},
+	[0] = {"UNKNOWN         "}, [1] = {"ESTAB           "}, [2] = {"SYN-SENT        "},
+	[3] = {"SYN-RECV        "}, [4] = {"FIN-WAIT-1      "}, [5] = {"FIN-WAIT-2      "},
+	[6] = {"TIME-WAIT       "}, [7] = {"UNCONN          "}, [8] = {"CLOSE-WAIT      "},
+	[9] = {"LAST-ACK        "}, [10] = {"LISTEN          "}, [11] = {"CLOSING         "},
+	[12] = {"NEW-SYN-RECV    "}, [13] = {"BOUND-INACTIVE  "},
 };
 #define STATE_WIDTH 14
 #define UNCONNECTED 7
@@ -99,22 +106,26 @@ static __always_inline __u32 put_char(struct scratch *s, __u32 at, char c)
 	return at + 1;
 }
 
-/* s->name (at most 16 bytes) left-aligned in `width` columns, then a blank. */
-__noinline __u32 put_padded(struct scratch *s, __u32 at, __u32 width)
-{
-	__u32 end = at + width;
+#define BLANKS 0x2020202020202020ULL
+/* Where a line's fixed-size writes stop: the widest of them, 16 bytes at 2 KiB - 64. */
+#define OUT_FIXED (OUT_SIZE - 64)
 
-	if (!s)
+/* A label's 16 bytes at `at`, of which `width` (< 16) count, then a blank. */
+static __always_inline __u32 put_words(struct scratch *s, __u32 at, const char *text, __u32 width)
+{
+	if (at > OUT_FIXED)
 		return at;
-	for (int i = 0; i < 16 && s->name[i]; i++)
-		at = put_char(s, at, s->name[i]);
-	for (int i = 0; i < 32 && at < end; i++)
-		at = put_char(s, at, ' ');
-	return put_char(s, at, ' ');
+	at = bounded(at, OUT_FIXED);
+	*(__u64 *)&s->out[at] = *(const __u64 *)text;
+	*(__u64 *)&s->out[at + 8] = *(const __u64 *)(text + 8);
+	s->out[at + width] = ' ';
+	return at + width + 1;
 }
 
-/* `value` in decimal, right-aligned in `width` columns. */
+/* `value` in decimal, right-aligned in `width` columns (at most 16). */
 __noinline __u32 put_decimal(struct scratch *s, __u32 at, __u64 value, __u32 width);
+
+static const char blanks[16] = "                ";
 
 /*
  * table[index]'s name left-aligned in `width` columns, then a blank; the
@@ -125,18 +136,18 @@ __noinline __u32 put_decimal(struct scratch *s, __u32 at, __u64 value, __u32 wid
 static __always_inline __u32 put_named(struct scratch *s, __u32 at, const struct label *table,
 				       __u32 index, __u32 mask, __u32 width)
 {
-	__u32 start = at;
+	const char *text = NULL;
+	__u32 end;
 
-	s->name[0] = 0;
 	if (index <= mask) {
 		barrier_var(index);
-		__builtin_memcpy(s->name, table[index & mask].text, sizeof(table->text));
+		text = table[index & mask].text;
 	}
-	s->name[sizeof(table->text)] = 0;
-	if (s->name[0])
-		return put_padded(s, at, width);
-	at = put_decimal(s, at, index, 0);
-	return put_padded(s, at, start + width > at ? start + width - at : 0);
+	if (text && text[0])
+		return put_words(s, at, text, width);
+	end = put_words(s, at, blanks, width);
+	put_decimal(s, at, index, 0);
+	return end;
 }
 
 /* 10^n for n < 20. */
@@ -149,29 +160,34 @@ static const __u64 powers_of_ten[20] = {
 };
 
 /*
- * `value` in decimal, right-aligned in `width` columns (at most 32). Every
- * loop runs its whole count, choosing what to write, not whether to go on:
- * the verifier then walks each once, whatever the value.
+ * `value` in decimal, right-aligned in `width` columns (at most 16). Below
+ * 2^32 a digit is split off by a multiply and a shift, not a divide (x / 10 ==
+ * x * 0xcccccccd >> 35 for every 32-bit x): a line has a dozen numbers.
  */
 __noinline __u32 put_decimal(struct scratch *s, __u32 at, __u64 value, __u32 width)
 {
-	__u32 digits = 1, pad, end;
+	__u32 digits = 1, end;
+	__u64 quotient;
 
-	if (!s)
+	if (!s || at > OUT_FIXED)
 		return at;
-	for (int i = 1; i < 20; i++)
-		if (value >= powers_of_ten[i])
-			digits = i + 1;
-	pad = width > digits ? width - digits : 0;
-	for (int i = 0; i < 32; i++)
-		if (i < pad)
-			s->out[(at + i) & OUT_MASK] = ' ';
-	at += pad & 31;
+	for (int i = 1; i < 20; i++) {
+		if (value < powers_of_ten[i])
+			break;
+		digits = i + 1;
+	}
+	at = bounded(at, OUT_FIXED);
+	*(__u64 *)&s->out[at] = BLANKS;
+	*(__u64 *)&s->out[at + 8] = BLANKS;
+	if (width > digits)
+		at += (width - digits) & 15;
 	end = at + digits;
 	for (int i = 0; i < 20; i++) {
-		if (i < digits)
-			s->out[(end - 1 - i) & OUT_MASK] = '0' + value % 10;
-		value /= 10;
+		if (i >= digits)
+			break;
+		quotient = value >> 32 ? value / 10 : value * 0xcccccccdULL >> 35;
+		s->out[(end - 1 - i) & OUT_MASK] = '0' + (value - quotient * 10);
+		value = quotient;
 	}
 	return end;
 }
@@ -217,6 +233,8 @@ __noinline __u32 put_hex(struct scratch *s, __u32 at, __u32 word)
  * s->address as an IPv6 address, as glibc's inet_ntop() writes it (and so ss):
  * the first longest run of two or more zero groups as `::`, and the last four
  * bytes dotted for ::ffff:a.b.c.d and for the IPv4-compatible ::a.b.c.d.
+ * Its loops are unrolled: 6.1's verifier refuses the loop clang makes of the
+ * second one (a back-edge taken by falling through, not by a jump).
  */
 __noinline __u32 put_ipv6(struct scratch *s, __u32 at)
 {
@@ -225,8 +243,10 @@ __noinline __u32 put_ipv6(struct scratch *s, __u32 at)
 
 	if (!s)
 		return at;
+	#pragma unroll
 	for (int i = 0; i < 8; i++)
 		words[i] = s->address[2 * i] << 8 | s->address[2 * i + 1];
+	#pragma unroll
 	for (int i = 0; i < 8; i++) {
 		if (!words[i]) {
 			if (cur_base == -1) {
@@ -248,6 +268,7 @@ __noinline __u32 put_ipv6(struct scratch *s, __u32 at)
 	}
 	if (best_len < 2)
 		best_base = -1;
+	#pragma unroll
 	for (int i = 0; i < 8; i++) {
 		if (best_base != -1 && i >= best_base && i < best_base + best_len) {
 			if (i == best_base)
@@ -314,14 +335,15 @@ static __always_inline __u32 put_device(struct scratch *s, __u32 at, struct net 
 	struct hlist_head *heads = BPF_CORE_READ(net, dev_index_head);
 	struct hlist_node *node = NULL;
 	struct net_device *dev;
+	long length;
 
 	if (heads)
 		node = BPF_CORE_READ(&heads[ifindex & (NETDEV_HASHENTRIES - 1)], first);
 	for (int i = 0; i < 16 && node; i++) {
 		dev = container_of(node, struct net_device, index_hlist);
 		if (BPF_CORE_READ(dev, ifindex) == ifindex) {
-			bpf_probe_read_kernel_str(s->name, IFNAMSIZ, dev->name);
-			return put_escaped(s, at, name_length(s, IFNAMSIZ), 0);
+			length = bpf_probe_read_kernel_str(s->name, IFNAMSIZ, dev->name);
+			return put_escaped(s, at, length > 0 ? length - 1 : 0, 0);
 		}
 		node = BPF_CORE_READ(node, next);
 	}
@@ -449,7 +471,7 @@ static __always_inline __u64 read_allocated(struct sock *sk)
 
 /* Protocol names for inet sockets, as /etc/protocols has them. */
 static const struct label protocols[16] = {
-	{"?"}, {"icmp"}, {"tcp"}, {"udp"}, {"icmpv6"}, {"sctp"}, {"udplite"}, {"raw"}, {"mptcp"},
+	{""}, {"icmp            "}, {"tcp             "}, {"udp             "}, {"icmpv6          "}, {"sctp            "}, {"udplite         "}, {"raw             "}, {"mptcp           "},
 };
 
 static __always_inline __u32 put_protocol(struct scratch *s, __u32 at, int family,
@@ -469,12 +491,9 @@ static __always_inline __u32 put_protocol(struct scratch *s, __u32 at, int famil
 		case 262: name = 8; break;
 		}
 	}
-	if (!name) {
-		s->name[0] = 0;
-		at = put_decimal(s, at, protocol, 0);
-		return put_padded(s, at, PROTOCOL_WIDTH - 1);
-	}
-	return put_named(s, at, protocols, name, 15, PROTOCOL_WIDTH);
+	if (name)
+		return put_named(s, at, protocols, name, 15, PROTOCOL_WIDTH);
+	return put_named(s, at, protocols, protocol, 0, PROTOCOL_WIDTH);	/* [0] has no name */
 }
 
 /* The family, type, protocol and state columns, then the two addresses and the queues. */
@@ -487,7 +506,10 @@ static __always_inline __u32 put_socket(struct scratch *s, __u32 at, struct sock
 
 	at = put_named(s, at, families, family, 31, FAMILY_WIDTH);
 	at = put_named(s, at, types, type, 15, TYPE_WIDTH);
-	at = put_protocol(s, at, family, protocol);
+	if (family == AF_PACKET)	/* the ethertype it takes, in the packet's order */
+		at = put_protocol(s, at, family, bpf_ntohs(BPF_CORE_READ((struct packet_sock *)sk, num)));
+	else
+		at = put_protocol(s, at, family, protocol);
 	if (family == AF_NETLINK || family == AF_PACKET)
 		state = UNCONNECTED;
 	at = put_named(s, at, states, state, 15, STATE_WIDTH);
@@ -564,6 +586,20 @@ static __always_inline __u32 put_socket(struct scratch *s, __u32 at, struct sock
 	return put_char(s, at, ' ');
 }
 
+/* The socket's owner as the reader sees it; the last one mapped again at once:
+ * a process's sockets have, nearly always, one owner. */
+static __always_inline __u32 socket_uid(struct scratch *s, __u64 session_id, __u64 user_ns,
+				       __u32 kuid)
+{
+	if (s->session_id != session_id || s->user_ns != user_ns || s->kuid != kuid) {
+		s->session_id = session_id;
+		s->uid = uid_seen_from(user_ns, kuid);
+		s->kuid = kuid;
+		s->user_ns = user_ns;
+	}
+	return s->uid;
+}
+
 /* The socket behind a file of sockfs, as SOCKET_I() finds it; NULL for any other file. */
 static __always_inline struct socket *file_socket(struct file *file)
 {
@@ -586,6 +622,7 @@ int sockets(struct bpf_iter__task_file *ctx)
 	struct file *file = ctx->file;
 	struct task_struct *leader;
 	struct session *session;
+	long length;
 	struct socket *sock;
 	struct scratch *s;
 	struct sock *sk;
@@ -615,13 +652,12 @@ int sockets(struct bpf_iter__task_file *ctx)
 	at = put_socket(s, at, sk, BPF_CORE_READ(sock, type));
 	at = put_decimal(s, at, BPF_CORE_READ(file, f_inode, i_ino), 0);
 	at = put_char(s, at, ' ');
-	at = put_decimal(s, at, uid_seen_from(walk_user_ns(&session->opened, seq),
-					      BPF_CORE_READ(sk, sk_uid.val)), 0);
+	at = put_decimal(s, at, socket_uid(s, meta->session_id, walk_user_ns(&session->opened, seq),
+					   BPF_CORE_READ(sk, sk_uid.val)), 0);
 	at = put_char(s, at, ' ');
 	leader = task->group_leader;
-	if (!leader || bpf_probe_read_kernel_str(s->name, sizeof(leader->comm), leader->comm) < 0)
-		s->name[0] = 0;
-	at = put_escaped(s, at, name_length(s, sizeof(leader->comm)), 0);
+	length = leader ? bpf_probe_read_kernel_str(s->name, sizeof(leader->comm), leader->comm) : 0;
+	at = put_escaped(s, at, length > 0 ? length - 1 : 0, 0);
 	at = put_char(s, at, '\n');
 	bpf_seq_write(seq, s->out, at & OUT_MASK);
 	return 0;

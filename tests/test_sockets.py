@@ -75,6 +75,9 @@ unnamed = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
 netlink.bind((0, 0))
 packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+# A filter that takes no packet ("ret #0"): its queue then stays as ss finds it.
+drop_all = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))
+packet.setsockopt(socket.SOL_SOCKET, 26, struct.pack("HL", 1, ctypes.addressof(drop_all)))
 packet_lo = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
 packet_lo.bind(("lo", 0x0800))
 icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
@@ -192,8 +195,10 @@ def ss_sockets(world):
             local, remote = f"{fields[4]}:{fields[5]}", f"{fields[6]}:{fields[7]}"
         else:
             local, remote = fields[4], fields[5]
+        # ss 6.1 names a raw socket ??? on some kernels (6.12), raw on others.
+        kind = "raw" if fields[0] == "???" else fields[0]
         for pid, fd in USER.findall(line):
-            result[int(pid), int(fd)] = (fields[0], *fields[1:4], local, remote)
+            result[int(pid), int(fd)] = (kind, *fields[1:4], local, remote)
     return result
 
 
