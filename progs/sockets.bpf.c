@@ -39,9 +39,9 @@ char LICENSE[] SEC("license") = "GPL";
 
 #define OUT_SIZE	2048	/* a line at its longest is under 1 KiB */
 #define OUT_MASK	(OUT_SIZE - 1)
+#define COMM_AT		1536	/* where a task's comm column is kept, past any line */
 #define NAME_SIZE	128	/* sun_path (108) and its NUL, rounded up */
 #define UNIX_PATH_MAX	108
-#define SOCKFS_MAGIC	0x534F434B
 #define NETDEV_HASHENTRIES 256
 #define IFNAMSIZ	16
 #define ETH_P_ALL	3
@@ -55,12 +55,18 @@ char LICENSE[] SEC("license") = "GPL";
 #define AF_PACKET	17
 
 struct scratch {
-	/* The last uid mapped, in this walk: from kuid, in user_ns, to uid. A
-	 * walk holds its user namespace; an address may be another's later. */
-	__u64 session_id;
-	__u64 user_ns;
+	/* The last uid mapped, in this walk: from kuid to uid. */
+	__u64 uid_session;
 	__u32 kuid;
 	__u32 uid;
+	/* The task whose fds the walk visits, in this walk: whether it may be
+	 * shown, its tgid column, and its comm column at out[COMM_AT]. */
+	__u64 task_session;
+	__u64 task;
+	__u64 task_start;
+	__u32 task_shown;
+	__u32 comm_length;
+	char tgid[16];
 	char out[OUT_SIZE];
 	__u8 address[16];	/* an inet or inet6 address, as the socket holds it */
 	char name[NAME_SIZE];	/* a unix name, a device name, comm */
@@ -357,23 +363,19 @@ static __always_inline __u32 put_inet_end(struct scratch *s, __u32 at, struct so
 					  bool local, __u16 port)
 {
 	struct sock_common *common = &sk->__sk_common;
-	int ifindex = local ? BPF_CORE_READ(common, skc_bound_dev_if) : 0;
-	bool any = true;
+	int ifindex = local ? common->skc_bound_dev_if : 0;
+	__u32 *words = (__u32 *)s->address;
 
-	if (BPF_CORE_READ(common, skc_family) == AF_INET) {
-		if (local)
-			bpf_probe_read_kernel(s->address, 4, &common->skc_rcv_saddr);
-		else
-			bpf_probe_read_kernel(s->address, 4, &common->skc_daddr);
+	if (common->skc_family == AF_INET) {
+		words[0] = local ? common->skc_rcv_saddr : common->skc_daddr;
 		at = put_ipv4(s, at, 0);
 	} else {
-		if (local)
-			bpf_probe_read_kernel(s->address, 16, &common->skc_v6_rcv_saddr);
-		else
-			bpf_probe_read_kernel(s->address, 16, &common->skc_v6_daddr);
-		for (int i = 0; i < 16; i++)
-			any &= !s->address[i];
-		if (any && !BPF_CORE_READ_BITFIELD_PROBED(common, skc_ipv6only)) {
+		struct in6_addr *address = local ? &common->skc_v6_rcv_saddr : &common->skc_v6_daddr;
+
+		for (int i = 0; i < 4; i++)
+			words[i] = address->in6_u.u6_addr32[i];
+		if (!(words[0] | words[1] | words[2] | words[3]) &&
+		    !BPF_CORE_READ_BITFIELD(common, skc_ipv6only)) {
 			at = put_char(s, at, '*');
 		} else {
 			at = put_char(s, at, '[');
@@ -383,7 +385,7 @@ static __always_inline __u32 put_inet_end(struct scratch *s, __u32 at, struct so
 	}
 	if (ifindex) {
 		at = put_char(s, at, '%');
-		at = put_device(s, at, BPF_CORE_READ(common, skc_net.net), ifindex);
+		at = put_device(s, at, common->skc_net.net, ifindex);
 	}
 	at = put_char(s, at, ':');
 	return put_port(s, at, port);
@@ -458,15 +460,27 @@ static __always_inline __u64 unix_waiting(struct sock *sk, int type)
 	return walk.bytes;
 }
 
-/* sk_wmem_alloc_get() */
-static __always_inline __u64 write_allocated(struct sock *sk)
+/*
+ * A TCP socket's queues as tcp_diag_get_info() gives them to ss: bytes not yet
+ * read, bytes not yet acknowledged. The socket the file leads to is a pointer
+ * the verifier does not trust, which no helper takes: it is read by plain
+ * loads through bpf_rdonly_cast() (6.2 on, compat.h), else by probe reads.
+ */
+static __always_inline void tcp_queues(struct sock *sk, __u64 *recv_q, __u64 *send_q)
 {
-	return BPF_CORE_READ(sk, sk_wmem_alloc.refs.counter) - 1;
-}
+	struct tcp_sock *tp;
+	int waiting;
 
-static __always_inline __u64 read_allocated(struct sock *sk)
-{
-	return BPF_CORE_READ(sk, sk_backlog.rmem_alloc.counter);
+	if (has_rdonly_cast()) {
+		tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+		waiting = tp->rcv_nxt - tp->copied_seq;
+		*send_q = tp->write_seq - tp->snd_una;
+	} else {
+		tp = (struct tcp_sock *)sk;
+		waiting = BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, copied_seq);
+		*send_q = BPF_CORE_READ(tp, write_seq) - BPF_CORE_READ(tp, snd_una);
+	}
+	*recv_q = waiting > 0 ? waiting : 0;
 }
 
 /* Protocol names for inet sockets, as /etc/protocols has them. */
@@ -499,10 +513,12 @@ static __always_inline __u32 put_protocol(struct scratch *s, __u32 at, int famil
 /* The family, type, protocol and state columns, then the two addresses and the queues. */
 static __always_inline __u32 put_socket(struct scratch *s, __u32 at, struct sock *sk, int type)
 {
-	int family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	int protocol = BPF_CORE_READ(sk, sk_protocol);
-	int state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	__u64 recv_q = read_allocated(sk), send_q = write_allocated(sk);
+	int family = sk->__sk_common.skc_family;
+	int protocol = sk->sk_protocol;
+	int state = sk->__sk_common.skc_state;
+	/* sk_rmem_alloc_get() and sk_wmem_alloc_get(), unless the family says otherwise */
+	__u64 recv_q = sk->sk_backlog.rmem_alloc.counter;
+	__u64 send_q = sk->sk_wmem_alloc.refs.counter - 1;
 
 	at = put_named(s, at, families, family, 31, FAMILY_WIDTH);
 	at = put_named(s, at, types, type, 15, TYPE_WIDTH);
@@ -515,19 +531,14 @@ static __always_inline __u32 put_socket(struct scratch *s, __u32 at, struct sock
 	at = put_named(s, at, states, state, 15, STATE_WIDTH);
 
 	if (family == AF_INET || family == AF_INET6) {
-		at = put_inet_end(s, at, sk, true, BPF_CORE_READ(sk, __sk_common.skc_num));
+		at = put_inet_end(s, at, sk, true, sk->__sk_common.skc_num);
 		at = put_char(s, at, ' ');
-		at = put_inet_end(s, at, sk, false,
-				  bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)));
+		at = put_inet_end(s, at, sk, false, bpf_ntohs(sk->__sk_common.skc_dport));
 		if (state == TCP_LISTEN) {
-			recv_q = BPF_CORE_READ(sk, sk_ack_backlog);
-			send_q = BPF_CORE_READ(sk, sk_max_ack_backlog);
+			recv_q = sk->sk_ack_backlog;
+			send_q = sk->sk_max_ack_backlog;
 		} else if (protocol == IPPROTO_TCP && type == SOCK_STREAM) {
-			struct tcp_sock *tp = (struct tcp_sock *)sk;
-			int waiting = BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, copied_seq);
-
-			recv_q = waiting > 0 ? waiting : 0;
-			send_q = BPF_CORE_READ(tp, write_seq) - BPF_CORE_READ(tp, snd_una);
+			tcp_queues(sk, &recv_q, &send_q);
 		} else if (protocol == IPPROTO_UDP || protocol == IPPROTO_UDPLITE) {
 			recv_q -= BPF_CORE_READ((struct udp_sock *)sk, forward_deficit);
 		}
@@ -536,8 +547,8 @@ static __always_inline __u32 put_socket(struct scratch *s, __u32 at, struct sock
 
 		at = put_unix_ends(s, at, u);
 		if (state == TCP_LISTEN) {
-			recv_q = BPF_CORE_READ(sk, sk_receive_queue.qlen);
-			send_q = BPF_CORE_READ(sk, sk_max_ack_backlog);
+			recv_q = sk->sk_receive_queue.qlen;
+			send_q = sk->sk_max_ack_backlog;
 		} else {
 			recv_q = unix_waiting(sk, type);
 		}
@@ -548,7 +559,7 @@ static __always_inline __u32 put_socket(struct scratch *s, __u32 at, struct sock
 		at = put_char(s, at, ':');
 		at = put_decimal(s, at, BPF_CORE_READ(nlk, portid), 0);
 		at = put_char(s, at, ' ');
-		if (BPF_CORE_READ(sk, __sk_common.skc_state) == NETLINK_CONNECTED) {
+		if (sk->__sk_common.skc_state == NETLINK_CONNECTED) {
 			at = put_decimal(s, at, BPF_CORE_READ(nlk, dst_group), 0);
 			at = put_char(s, at, ':');
 			at = put_decimal(s, at, BPF_CORE_READ(nlk, dst_portid), 0);
@@ -569,7 +580,7 @@ static __always_inline __u32 put_socket(struct scratch *s, __u32 at, struct sock
 		}
 		at = put_char(s, at, ':');
 		if (ifindex)
-			at = put_device(s, at, BPF_CORE_READ(sk, __sk_common.skc_net.net), ifindex);
+			at = put_device(s, at, sk->__sk_common.skc_net.net, ifindex);
 		else
 			at = put_char(s, at, '*');
 		at = put_char(s, at, ' ');
@@ -588,27 +599,48 @@ static __always_inline __u32 put_socket(struct scratch *s, __u32 at, struct sock
 
 /* The socket's owner as the reader sees it; the last one mapped again at once:
  * a process's sockets have, nearly always, one owner. */
-static __always_inline __u32 socket_uid(struct scratch *s, __u64 session_id, __u64 user_ns,
-				       __u32 kuid)
+static __always_inline __u32 socket_uid(struct scratch *s, struct session *session,
+				       __u64 session_id, struct seq_file *seq, __u32 kuid)
 {
-	if (s->session_id != session_id || s->user_ns != user_ns || s->kuid != kuid) {
-		s->session_id = session_id;
-		s->uid = uid_seen_from(user_ns, kuid);
+	if (s->uid_session != session_id || s->kuid != kuid) {
+		s->uid_session = session_id;
+		s->uid = uid_seen_from(walk_user_ns(&session->opened, seq), kuid);
 		s->kuid = kuid;
-		s->user_ns = user_ns;
 	}
 	return s->uid;
 }
 
-/* The socket behind a file of sockfs, as SOCKET_I() finds it; NULL for any other file. */
-static __always_inline struct socket *file_socket(struct file *file)
+/*
+ * What a task's lines share, found at its first socket and kept while the
+ * walk visits its other fds (one after another): whether it may be shown, its
+ * tgid column and its comm column. The task is known by its address and start
+ * time, in this walk: another task may have its address later.
+ */
+static __always_inline bool task_columns(struct scratch *s, struct session *session,
+					 __u64 session_id, struct seq_file *seq,
+					 struct task_struct *task)
 {
-	struct inode *inode = file->f_inode;
+	struct task_struct *leader;
+	long length;
+	__u32 end;
 
-	if (!inode || BPF_CORE_READ(inode, i_sb, s_magic) != SOCKFS_MAGIC)
-		return NULL;
-	return (struct socket *)((void *)inode - bpf_core_field_offset(struct socket_alloc, vfs_inode) +
-				 bpf_core_field_offset(struct socket_alloc, socket));
+	if (s->task_session == session_id && s->task == (__u64)task &&
+	    s->task_start == task->start_time)
+		return s->task_shown;
+	s->task_session = session_id;
+	s->task = (__u64)task;
+	s->task_start = task->start_time;
+	s->task_shown = may_show_task(session, seq, task);
+	if (!s->task_shown)
+		return false;
+	put_decimal(s, 0, seen_tgid(&session->opened, task), 8);
+	__builtin_memcpy(s->tgid, s->out, sizeof(s->tgid));
+	leader = task->group_leader;
+	length = leader ? bpf_probe_read_kernel_str(s->name, sizeof(leader->comm), leader->comm) : 0;
+	end = put_escaped(s, COMM_AT, length > 0 ? length - 1 : 0, 0);
+	end = put_char(s, end, '\n');
+	s->comm_length = end - COMM_AT;
+	return true;
 }
 
 static const char header[] = "    tgid       fd      netns family   type       protocol state          local remote recv-q send-q inode uid comm\n";
@@ -620,9 +652,7 @@ int sockets(struct bpf_iter__task_file *ctx)
 	struct seq_file *seq = meta->seq;
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
-	struct task_struct *leader;
 	struct session *session;
-	long length;
 	struct socket *sock;
 	struct scratch *s;
 	struct sock *sk;
@@ -635,30 +665,28 @@ int sockets(struct bpf_iter__task_file *ctx)
 		session_end(meta);
 		return 0;
 	}
-	sock = file_socket(file);
+	/* A socket's file: not an O_PATH descriptor of one, which ss counts. */
+	sock = bpf_sock_from_file(file);
 	if (!sock)
 		return 0;
-	sk = BPF_CORE_READ(sock, sk);
+	sk = sock->sk;
 	s = scratch();
-	if (!sk || !s || !may_show_task(session, seq, task))
+	if (!sk || !s || !session || !task ||
+	    !task_columns(s, session, meta->session_id, seq, task))
 		return 0;
 
-	at = put_decimal(s, 0, seen_tgid(&session->opened, task), 8);
-	at = put_char(s, at, ' ');
+	__builtin_memcpy(s->out, s->tgid, sizeof(s->tgid));
+	at = put_char(s, 8, ' ');
 	at = put_decimal(s, at, ctx->fd, 8);
 	at = put_char(s, at, ' ');
-	at = put_decimal(s, at, BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum), 10);
+	at = put_decimal(s, at, sk->__sk_common.skc_net.net->ns.inum, 10);
 	at = put_char(s, at, ' ');
-	at = put_socket(s, at, sk, BPF_CORE_READ(sock, type));
-	at = put_decimal(s, at, BPF_CORE_READ(file, f_inode, i_ino), 0);
+	at = put_socket(s, at, sk, sock->type);
+	at = put_decimal(s, at, file->f_inode->i_ino, 0);
 	at = put_char(s, at, ' ');
-	at = put_decimal(s, at, socket_uid(s, meta->session_id, walk_user_ns(&session->opened, seq),
-					   BPF_CORE_READ(sk, sk_uid.val)), 0);
+	at = put_decimal(s, at, socket_uid(s, session, meta->session_id, seq, sk->sk_uid.val), 0);
 	at = put_char(s, at, ' ');
-	leader = task->group_leader;
-	length = leader ? bpf_probe_read_kernel_str(s->name, sizeof(leader->comm), leader->comm) : 0;
-	at = put_escaped(s, at, length > 0 ? length - 1 : 0, 0);
-	at = put_char(s, at, '\n');
 	bpf_seq_write(seq, s->out, at & OUT_MASK);
+	bpf_seq_write(seq, &s->out[COMM_AT], s->comm_length & 127);
 	return 0;
 }
