@@ -19,14 +19,15 @@ import threading
 
 import pytest
 
-from conftest import ROOT, VIEWS, STATUS, kill_quietly
+from conftest import ROOT, VIEWS, STATUS, kill_quietly, view_target
+from iterfs.views import PER_PROCESS_TARGETS
 
 pytestmark = pytest.mark.kernel
 
 FLOOR = ROOT / "bench" / "pyfuse3_floor.py"
 FLOOR_BYTES = 300_000         # more than a pipe holds, so splice takes turns
 ATTEMPTS = 5                  # a view may change between a read and a copy
-PROCESS_VIEWS = ("task", "task_file", "task_vma")
+PROCESS_VIEWS = tuple(view for view in VIEWS if view_target(view) in PER_PROCESS_TARGETS)
 FILES = sorted({*VIEWS, STATUS} - set(PROCESS_VIEWS))
 
 
@@ -177,7 +178,7 @@ def test_copies_of_each_file(mount, splices, tmp_path, name, copier):
 
 
 @pytest.mark.parametrize("copier", COPIERS, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("view", [v for v in PROCESS_VIEWS if v in VIEWS])
+@pytest.mark.parametrize("view", PROCESS_VIEWS)
 def test_copies_of_a_process_file(mount, splices, sleeper, tmp_path, view, copier):
     assert_copies_what_read_gives(mount.mountpoint / view / str(sleeper), copier, tmp_path)
 
