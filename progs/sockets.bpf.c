@@ -33,6 +33,7 @@
 #include "namespaces.h"
 #include "sock.h"
 #include "scratch.h"
+#include "text.h"	/* powers_of_ten */
 #include <bpf/bpf_endian.h>
 
 char LICENSE[] SEC("license") = "GPL";
@@ -106,7 +107,7 @@ static const struct label states[16] = {
 
 #define PROTOCOL_WIDTH 8
 
-static __always_inline __u32 put_char(struct scratch *s, __u32 at, char c)
+static __always_inline __u32 put_byte(struct scratch *s, __u32 at, char c)
 {
 	s->out[at & OUT_MASK] = c;
 	return at + 1;
@@ -156,14 +157,6 @@ static __always_inline __u32 put_named(struct scratch *s, __u32 at, const struct
 	return end;
 }
 
-/* 10^n for n < 20. */
-static const __u64 powers_of_ten[20] = {
-	1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL,
-	100000000ULL, 1000000000ULL, 10000000000ULL, 100000000000ULL,
-	1000000000000ULL, 10000000000000ULL, 100000000000000ULL,
-	1000000000000000ULL, 10000000000000000ULL, 100000000000000000ULL,
-	1000000000000000000ULL, 10000000000000000000ULL,
-};
 
 /*
  * `value` in decimal, right-aligned in `width` columns (at most 16). Below
@@ -201,7 +194,7 @@ __noinline __u32 put_decimal(struct scratch *s, __u32 at, __u64 value, __u32 wid
 /* A port as ss prints it: `*` for none. */
 static __always_inline __u32 put_port(struct scratch *s, __u32 at, __u16 port)
 {
-	return port ? put_decimal(s, at, port, 0) : put_char(s, at, '*');
+	return port ? put_decimal(s, at, port, 0) : put_byte(s, at, '*');
 }
 
 /* s->address[offset..offset + 4) as a dotted quad. */
@@ -211,7 +204,7 @@ __noinline __u32 put_ipv4(struct scratch *s, __u32 at, __u32 offset)
 		return at;
 	for (int i = 0; i < 4; i++) {
 		if (i)
-			at = put_char(s, at, '.');
+			at = put_byte(s, at, '.');
 		at = put_decimal(s, at, s->address[(offset + i) & 15], 0);
 	}
 	return at;
@@ -230,7 +223,7 @@ __noinline __u32 put_hex(struct scratch *s, __u32 at, __u32 word)
 		if (!digit && !started && shift)
 			continue;
 		started = true;
-		at = put_char(s, at, digit < 10 ? '0' + digit : 'a' + digit - 10);
+		at = put_byte(s, at, digit < 10 ? '0' + digit : 'a' + digit - 10);
 	}
 	return at;
 }
@@ -278,11 +271,11 @@ __noinline __u32 put_ipv6(struct scratch *s, __u32 at)
 	for (int i = 0; i < 8; i++) {
 		if (best_base != -1 && i >= best_base && i < best_base + best_len) {
 			if (i == best_base)
-				at = put_char(s, at, ':');
+				at = put_byte(s, at, ':');
 			continue;
 		}
 		if (i)
-			at = put_char(s, at, ':');
+			at = put_byte(s, at, ':');
 		if (i == 6 && best_base == 0 &&
 		    (best_len == 6 || (best_len == 7 && words[7] != 1) ||
 		     (best_len == 5 && words[5] == 0xffff)))
@@ -290,7 +283,7 @@ __noinline __u32 put_ipv6(struct scratch *s, __u32 at)
 		at = put_hex(s, at, words[i]);
 	}
 	if (best_base != -1 && best_base + best_len == 8)
-		at = put_char(s, at, ':');
+		at = put_byte(s, at, ':');
 	return at;
 }
 
@@ -308,13 +301,13 @@ __noinline __u32 put_escaped(struct scratch *s, __u32 at, __u32 length, __u32 ab
 		if (!c && abstract)
 			c = '@';
 		if (c > ' ' && c != 0x7f && c != '\\') {
-			at = put_char(s, at, c);
+			at = put_byte(s, at, c);
 			continue;
 		}
-		at = put_char(s, at, '\\');
-		at = put_char(s, at, '0' + (c >> 6));
-		at = put_char(s, at, '0' + ((c >> 3) & 7));
-		at = put_char(s, at, '0' + (c & 7));
+		at = put_byte(s, at, '\\');
+		at = put_byte(s, at, '0' + (c >> 6));
+		at = put_byte(s, at, '0' + ((c >> 3) & 7));
+		at = put_byte(s, at, '0' + (c & 7));
 	}
 	return at;
 }
@@ -353,8 +346,8 @@ static __always_inline __u32 put_device(struct scratch *s, __u32 at, struct net 
 		}
 		node = BPF_CORE_READ(node, next);
 	}
-	at = put_char(s, at, 'i');
-	at = put_char(s, at, 'f');
+	at = put_byte(s, at, 'i');
+	at = put_byte(s, at, 'f');
 	return put_decimal(s, at, ifindex, 0);
 }
 
@@ -376,18 +369,18 @@ static __always_inline __u32 put_inet_end(struct scratch *s, __u32 at, struct so
 			words[i] = address->in6_u.u6_addr32[i];
 		if (!(words[0] | words[1] | words[2] | words[3]) &&
 		    !BPF_CORE_READ_BITFIELD(common, skc_ipv6only)) {
-			at = put_char(s, at, '*');
+			at = put_byte(s, at, '*');
 		} else {
-			at = put_char(s, at, '[');
+			at = put_byte(s, at, '[');
 			at = put_ipv6(s, at);
-			at = put_char(s, at, ']');
+			at = put_byte(s, at, ']');
 		}
 	}
 	if (ifindex) {
-		at = put_char(s, at, '%');
+		at = put_byte(s, at, '%');
 		at = put_device(s, at, common->skc_net.net, ifindex);
 	}
-	at = put_char(s, at, ':');
+	at = put_byte(s, at, ':');
 	return put_port(s, at, port);
 }
 
@@ -398,10 +391,10 @@ static __always_inline __u32 put_unix_name(struct scratch *s, __u32 at, struct u
 	int length;
 
 	if (!addr)
-		return put_char(s, at, '*');
+		return put_byte(s, at, '*');
 	length = BPF_CORE_READ(addr, len) - (int)offsetof(struct sockaddr_un, sun_path);
 	if (length <= 0 || length > UNIX_PATH_MAX + 1)
-		return put_char(s, at, '*');
+		return put_byte(s, at, '*');
 	__builtin_memset(s->name, 0, sizeof(s->name));
 	bpf_probe_read_kernel(s->name, length & (NAME_SIZE - 1), &addr->name[0].sun_path);
 	if (s->name[0])
@@ -416,11 +409,11 @@ static __always_inline __u32 put_unix_ends(struct scratch *s, __u32 at, struct u
 	struct sock *peer = BPF_CORE_READ(u, peer);
 
 	at = put_unix_name(s, at, u);
-	at = put_char(s, at, ':');
+	at = put_byte(s, at, ':');
 	at = put_decimal(s, at, sock_inode(&u->sk), 0);
-	at = put_char(s, at, ' ');
-	at = put_char(s, at, '*');
-	at = put_char(s, at, ':');
+	at = put_byte(s, at, ' ');
+	at = put_byte(s, at, '*');
+	at = put_byte(s, at, ':');
 	return put_decimal(s, at, peer ? sock_inode(peer) : 0, 0);
 }
 
@@ -532,7 +525,7 @@ static __always_inline __u32 put_socket(struct scratch *s, __u32 at, struct sock
 
 	if (family == AF_INET || family == AF_INET6) {
 		at = put_inet_end(s, at, sk, true, sk->__sk_common.skc_num);
-		at = put_char(s, at, ' ');
+		at = put_byte(s, at, ' ');
 		at = put_inet_end(s, at, sk, false, bpf_ntohs(sk->__sk_common.skc_dport));
 		if (state == TCP_LISTEN) {
 			recv_q = sk->sk_ack_backlog;
@@ -556,15 +549,15 @@ static __always_inline __u32 put_socket(struct scratch *s, __u32 at, struct sock
 		struct netlink_sock *nlk = (struct netlink_sock *)sk;
 
 		at = put_decimal(s, at, protocol, 0);
-		at = put_char(s, at, ':');
+		at = put_byte(s, at, ':');
 		at = put_decimal(s, at, BPF_CORE_READ(nlk, portid), 0);
-		at = put_char(s, at, ' ');
+		at = put_byte(s, at, ' ');
 		if (sk->__sk_common.skc_state == NETLINK_CONNECTED) {
 			at = put_decimal(s, at, BPF_CORE_READ(nlk, dst_group), 0);
-			at = put_char(s, at, ':');
+			at = put_byte(s, at, ':');
 			at = put_decimal(s, at, BPF_CORE_READ(nlk, dst_portid), 0);
 		} else {
-			at = put_char(s, at, '*');
+			at = put_byte(s, at, '*');
 		}
 	} else if (family == AF_PACKET) {
 		struct packet_sock *po = (struct packet_sock *)sk;
@@ -572,29 +565,29 @@ static __always_inline __u32 put_socket(struct scratch *s, __u32 at, struct sock
 		int ifindex = BPF_CORE_READ(po, ifindex);
 
 		if (ethertype == ETH_P_ALL) {
-			at = put_char(s, at, '*');
+			at = put_byte(s, at, '*');
 		} else {
-			at = put_char(s, at, '[');
+			at = put_byte(s, at, '[');
 			at = put_decimal(s, at, ethertype, 0);
-			at = put_char(s, at, ']');
+			at = put_byte(s, at, ']');
 		}
-		at = put_char(s, at, ':');
+		at = put_byte(s, at, ':');
 		if (ifindex)
 			at = put_device(s, at, sk->__sk_common.skc_net.net, ifindex);
 		else
-			at = put_char(s, at, '*');
-		at = put_char(s, at, ' ');
-		at = put_char(s, at, '*');
+			at = put_byte(s, at, '*');
+		at = put_byte(s, at, ' ');
+		at = put_byte(s, at, '*');
 	} else {
-		at = put_char(s, at, '*');
-		at = put_char(s, at, ' ');
-		at = put_char(s, at, '*');
+		at = put_byte(s, at, '*');
+		at = put_byte(s, at, ' ');
+		at = put_byte(s, at, '*');
 	}
-	at = put_char(s, at, ' ');
+	at = put_byte(s, at, ' ');
 	at = put_decimal(s, at, recv_q, 0);
-	at = put_char(s, at, ' ');
+	at = put_byte(s, at, ' ');
 	at = put_decimal(s, at, send_q, 0);
-	return put_char(s, at, ' ');
+	return put_byte(s, at, ' ');
 }
 
 /* The socket's owner as the reader sees it; the last one mapped again at once:
@@ -638,7 +631,7 @@ static __always_inline bool task_columns(struct scratch *s, struct session *sess
 	leader = task->group_leader;
 	length = leader ? bpf_probe_read_kernel_str(s->name, sizeof(leader->comm), leader->comm) : 0;
 	end = put_escaped(s, COMM_AT, length > 0 ? length - 1 : 0, 0);
-	end = put_char(s, end, '\n');
+	end = put_byte(s, end, '\n');
 	s->comm_length = end - COMM_AT;
 	return true;
 }
@@ -676,16 +669,16 @@ int sockets(struct bpf_iter__task_file *ctx)
 		return 0;
 
 	__builtin_memcpy(s->out, s->tgid, sizeof(s->tgid));
-	at = put_char(s, 8, ' ');
+	at = put_byte(s, 8, ' ');
 	at = put_decimal(s, at, ctx->fd, 8);
-	at = put_char(s, at, ' ');
+	at = put_byte(s, at, ' ');
 	at = put_decimal(s, at, sk->__sk_common.skc_net.net->ns.inum, 10);
-	at = put_char(s, at, ' ');
+	at = put_byte(s, at, ' ');
 	at = put_socket(s, at, sk, sock->type);
 	at = put_decimal(s, at, file->f_inode->i_ino, 0);
-	at = put_char(s, at, ' ');
+	at = put_byte(s, at, ' ');
 	at = put_decimal(s, at, socket_uid(s, session, meta->session_id, seq, sk->sk_uid.val), 0);
-	at = put_char(s, at, ' ');
+	at = put_byte(s, at, ' ');
 	bpf_seq_write(seq, s->out, at & OUT_MASK);
 	bpf_seq_write(seq, &s->out[COMM_AT], s->comm_length & 127);
 	return 0;
