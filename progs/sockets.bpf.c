@@ -157,7 +157,6 @@ static __always_inline __u32 put_named(struct scratch *s, __u32 at, const struct
 	return end;
 }
 
-
 /*
  * `value` in decimal, right-aligned in `width` columns (at most 16). Below
  * 2^32 a digit is split off by a multiply and a shift, not a divide (x / 10 ==
@@ -210,13 +209,13 @@ __noinline __u32 put_ipv4(struct scratch *s, __u32 at, __u32 offset)
 	return at;
 }
 
+/* A 16-bit group in lowercase hex, without leading zeros. */
 __noinline __u32 put_hex(struct scratch *s, __u32 at, __u32 word)
 {
 	bool started = false;
 
 	if (!s)
 		return at;
-
 	for (int shift = 12; shift >= 0; shift -= 4) {
 		__u32 digit = (word >> shift) & 15;
 
@@ -231,7 +230,8 @@ __noinline __u32 put_hex(struct scratch *s, __u32 at, __u32 word)
 /*
  * s->address as an IPv6 address, as glibc's inet_ntop() writes it (and so ss):
  * the first longest run of two or more zero groups as `::`, and the last four
- * bytes dotted for ::ffff:a.b.c.d and for the IPv4-compatible ::a.b.c.d.
+ * bytes dotted for ::ffff:a.b.c.d and for the IPv4-compatible ::a.b.c.d
+ * (glibc 2.36: ::1 and ::2 are not dotted, ::1:2 is).
  * Its loops are unrolled: 6.1's verifier refuses the loop clang makes of the
  * second one (a back-edge taken by falling through, not by a jump).
  */
@@ -277,8 +277,7 @@ __noinline __u32 put_ipv6(struct scratch *s, __u32 at)
 		if (i)
 			at = put_byte(s, at, ':');
 		if (i == 6 && best_base == 0 &&
-		    (best_len == 6 || (best_len == 7 && words[7] != 1) ||
-		     (best_len == 5 && words[5] == 0xffff)))
+		    (best_len == 6 || (best_len == 5 && words[5] == 0xffff)))
 			return put_ipv4(s, at, 12);
 		at = put_hex(s, at, words[i]);
 	}
@@ -319,7 +318,6 @@ __noinline __u32 name_length(struct scratch *s, __u32 size)
 
 	if (!s)
 		return 0;
-
 	for (__u32 i = 0; i < NAME_SIZE && i < size; i++) {
 		if (!s->name[i])
 			break;

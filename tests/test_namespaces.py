@@ -83,10 +83,15 @@ if "pid" in checks:
     out["fds_child"] = sorted(int(fd) for fd in os.listdir(f"/proc/{child.pid}/fd"))
     out["maps"] = same(f"{mount}/task_vma/{child.pid}", f"/proc/{child.pid}/maps")
     out["task_vma_all"] = open(f"{mount}/task_vma/all").read()
+    pair = socket.socketpair()
+    out["pair"] = [sock.fileno() for sock in pair]
+    out["sockets_self"] = open(f"{mount}/sockets/self").read()
+    out["sockets_all"] = open(f"{mount}/sockets/all").read()
     missing = max(out["proc_listing"]) + 1
     out["missing"] = missing
     out["missing_errors"] = []
-    for path in (f"task/{missing}", f"task_file/{missing}", f"task_vma/{missing}"):
+    for path in (f"task/{missing}", f"task_file/{missing}", f"task_vma/{missing}",
+                 f"sockets/{missing}"):
         try:
             open(f"{mount}/{path}").close()
             out["missing_errors"].append(0)
@@ -263,7 +268,12 @@ def test_a_pid_namespace_sees_its_own_processes(mount):
     assert ours == proc
     prefixes = {int(line.split()[0]) for line in found["task_vma_all"].splitlines()}
     assert prefixes <= set(found["proc_listing"]) and found["child"] in prefixes
-    assert found["missing_errors"] == [2, 2, 2], "a pid it does not number: ENOENT"
+    own = [line.split() for line in found["sockets_self"].splitlines()[1:]]
+    assert {int(fields[0]) for fields in own} == {1}
+    assert set(found["pair"]) <= {int(fields[1]) for fields in own}
+    tgids = {int(line.split()[0]) for line in found["sockets_all"].splitlines()[1:]}
+    assert 1 in tgids and tgids <= set(found["proc_listing"])
+    assert found["missing_errors"] == [2, 2, 2, 2], "a pid it does not number: ENOENT"
 
 
 @pytest.mark.kernel

@@ -338,3 +338,36 @@ def test_self_is_the_readers_own_sockets(mount):
             sock.close()
     assert {int(row.fd): row.inode for row in rows} == links
     assert fds <= set(links)
+
+
+# Addresses whose text glibc's inet_ntop() makes in each of its ways: no run of
+# zeros, a run at either end, the first of two equal runs, a lone zero group
+# (not shortened), the longer of two runs, and the last four bytes dotted for
+# the IPv4-mapped form and the IPv4-compatible one (::1:2, but not ::2).
+IPV6_ADDRESSES = ["1:2:3:4:5:6:7:8", "2001:db8::1", "2001:db8::", "1:0:0:2:0:0:3:4",
+                  "1:0:2:3:4:5:6:7", "1:0:0:2:0:0:0:3", "::2", "::1:2", "::ffff:1.2.3.4",
+                  "::ffff:0:1.2.3.4", "abcd:ef01::9", "::fffe:1.2.3.4", "0:0:0:0:0:1:0:0"]
+IPV6_FREEBIND = 78
+
+
+@pytest.mark.kernel
+def test_ipv6_addresses_are_as_inet_ntop_writes_them(mount):
+    held = []
+    try:
+        for address in IPV6_ADDRESSES:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            held.append(sock)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+            sock.bind((address, 0))
+        rows = {int(row.fd): row for row in
+                parse((mount.mountpoint / "sockets" / "self").read_text())}
+        for sock in held:
+            address, port = sock.getsockname()[:2]
+            text = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, address))
+            assert rows[sock.fileno()].local == f"[{text}]:{port}"
+    finally:
+        for sock in held:
+            sock.close()
+    assert {text for text in (socket.inet_ntop(socket.AF_INET6, socket.inet_pton(
+        socket.AF_INET6, a)) for a in IPV6_ADDRESSES)} >= \
+        {"::0.1.0.2", "::2", "::ffff:1.2.3.4", "1::2:0:0:3:4", "1:0:0:2::3", "::1:0:0"}
