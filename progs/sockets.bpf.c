@@ -33,7 +33,7 @@
 #include "namespaces.h"
 #include "sock.h"
 #include "scratch.h"
-#include "text.h"	/* powers_of_ten */
+#include "text.h"	/* powers_of_ten, digit_pairs */
 #include <bpf/bpf_endian.h>
 
 char LICENSE[] SEC("license") = "GPL";
@@ -158,13 +158,13 @@ static __always_inline __u32 put_named(struct scratch *s, __u32 at, const struct
 }
 
 /*
- * `value` in decimal, right-aligned in `width` columns (at most 16). Below
- * 2^32 a digit is split off by a multiply and a shift, not a divide (x / 10 ==
- * x * 0xcccccccd >> 35 for every 32-bit x): a line has a dozen numbers.
+ * `value` in decimal, right-aligned in `width` columns (at most 16): two
+ * digits a step, from the end. Below 2^32 a quotient is a multiply and a shift,
+ * not a divide (x / 100 == x * 0x51eb851f >> 37 for every 32-bit x).
  */
 __noinline __u32 put_decimal(struct scratch *s, __u32 at, __u64 value, __u32 width)
 {
-	__u32 digits = 1, end;
+	__u32 digits = 1, end, pair;
 	__u64 quotient;
 
 	if (!s || at > OUT_FIXED)
@@ -180,12 +180,20 @@ __noinline __u32 put_decimal(struct scratch *s, __u32 at, __u64 value, __u32 wid
 	if (width > digits)
 		at += (width - digits) & 15;
 	end = at + digits;
-	for (int i = 0; i < 20; i++) {
-		if (i >= digits)
-			break;
-		quotient = value >> 32 ? value / 10 : value * 0xcccccccdULL >> 35;
-		s->out[(end - 1 - i) & OUT_MASK] = '0' + (value - quotient * 10);
+	at = end;
+	for (int i = 0; i < 10 && value >= 100; i++) {
+		quotient = value >> 32 ? value / 100 : value * 0x51eb851fULL >> 37;
+		pair = (value - quotient * 100) * 2;
+		s->out[--at & OUT_MASK] = digit_pairs[(pair + 1) & 255];
+		s->out[--at & OUT_MASK] = digit_pairs[pair & 255];
 		value = quotient;
+	}
+	if (value >= 10) {
+		pair = value * 2;
+		s->out[--at & OUT_MASK] = digit_pairs[(pair + 1) & 255];
+		s->out[--at & OUT_MASK] = digit_pairs[pair & 255];
+	} else {
+		s->out[--at & OUT_MASK] = '0' + value;
 	}
 	return end;
 }
