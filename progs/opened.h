@@ -64,4 +64,39 @@ static __always_inline bool may_show_task(struct session *s, struct seq_file *se
 	return ptrace_readable(BPF_CORE_READ(seq, file, f_cred), task);
 }
 
+/*
+ * may_show_task() once for a task's objects that one buffer of the walk shows
+ * one after another (the task_file walk visits a task's fds in a row): the
+ * decision is made again for another task (known by its address and start time:
+ * another may take the address later), in another walk, and at the start of
+ * every buffer the kernel fills, so at least at every read(): what changed
+ * between two reads (an exec, a process no longer dumpable) is seen, as it is
+ * by may_show_task() at every object.
+ */
+struct task_decision {
+	__u64 session_id;
+	__u64 task;
+	__u64 start_time;
+	__u32 shown;
+	__u32 unused;
+};
+
+/* Whether `d` holds the decision for `task` here; if not, decide_task() makes it. */
+static __always_inline bool task_decided(struct task_decision *d, struct bpf_iter_meta *meta,
+					 struct task_struct *task)
+{
+	return meta->seq->count && d->session_id == meta->session_id &&
+	       d->task == (__u64)task && d->start_time == task->start_time;
+}
+
+static __always_inline bool decide_task(struct task_decision *d, struct session *s,
+					struct bpf_iter_meta *meta, struct task_struct *task)
+{
+	d->session_id = meta->session_id;
+	d->task = (__u64)task;
+	d->start_time = task->start_time;
+	d->shown = may_show_task(s, meta->seq, task);
+	return d->shown;
+}
+
 #endif /* ITERFS_OPENED_H */

@@ -60,12 +60,9 @@ struct scratch {
 	__u64 uid_session;
 	__u32 kuid;
 	__u32 uid;
-	/* The task whose fds the walk visits, in this walk: whether it may be
-	 * shown, its tgid column, and its comm column at out[COMM_AT]. */
-	__u64 task_session;
-	__u64 task;
-	__u64 task_start;
-	__u32 task_shown;
+	/* The task whose fds the walk visits: whether it may be shown, its tgid
+	 * column, and its comm column at out[COMM_AT]. */
+	struct task_decision decided;
 	__u32 comm_length;
 	char tgid[16];
 	char out[OUT_SIZE];
@@ -610,27 +607,19 @@ static __always_inline __u32 socket_uid(struct scratch *s, struct session *sessi
 }
 
 /*
- * What a task's lines share, found at its first socket and kept while the
- * walk visits its other fds (one after another): whether it may be shown, its
- * tgid column and its comm column. The task is known by its address and start
- * time, in this walk: another task may have its address later.
+ * What a task's lines share, found with the decision whether it may be shown
+ * (opened.h) and kept while that holds: its tgid column and its comm column.
  */
 static __always_inline bool task_columns(struct scratch *s, struct session *session,
-					 __u64 session_id, struct seq_file *seq,
-					 struct task_struct *task)
+					 struct bpf_iter_meta *meta, struct task_struct *task)
 {
 	struct task_struct *leader;
 	long length;
 	__u32 end;
 
-	if (s->task_session == session_id && s->task == (__u64)task &&
-	    s->task_start == task->start_time)
-		return s->task_shown;
-	s->task_session = session_id;
-	s->task = (__u64)task;
-	s->task_start = task->start_time;
-	s->task_shown = may_show_task(session, seq, task);
-	if (!s->task_shown)
+	if (task_decided(&s->decided, meta, task))
+		return s->decided.shown;
+	if (!decide_task(&s->decided, session, meta, task))
 		return false;
 	put_decimal(s, 0, seen_tgid(&session->opened, task), 8);
 	__builtin_memcpy(s->tgid, s->out, sizeof(s->tgid));
@@ -671,7 +660,7 @@ int sockets(struct bpf_iter__task_file *ctx)
 	sk = sock->sk;
 	s = scratch();
 	if (!sk || !s || !session || !task ||
-	    !task_columns(s, session, meta->session_id, seq, task))
+	    !task_columns(s, session, meta, task))
 		return 0;
 
 	__builtin_memcpy(s->out, s->tgid, sizeof(s->tgid));

@@ -18,6 +18,9 @@ char LICENSE[] SEC("license") = "GPL";
 #define BITS_PER_LONG 64
 
 struct scratch {
+	struct task_decision decided;	/* opened.h */
+	__u32 ids_length;
+	char ids[24];			/* the task's tgid and pid columns */
 	struct line line;
 	char path[PATH_SIZE];
 	char escaped[PATH_SIZE * 4];
@@ -65,20 +68,33 @@ int task_file(struct bpf_iter__task_file *ctx)
 		return 0;
 	}
 	s = scratch();
-	if (!s || !may_show_task(session, seq, task))
+	if (!s || !session || !task)
 		return 0;
+	if (!task_decided(&s->decided, meta, task)) {
+		/* A task's first fd here: its tgid and pid columns, kept for the others. */
+		if (!decide_task(&s->decided, session, meta, task))
+			return 0;
+		line_clear(&s->line);
+		if (!session->opened.pid_ns) {
+			at = put_number(&s->line, 0, task->tgid, NUMBER(8, 10, 0));
+			at = put_number(&s->line, at, task->pid, NUMBER(8, 10, 0));
+		} else {
+			ns = (struct pid_namespace *)session->opened.pid_ns;
+			at = put_number(&s->line, 0, seen_tgid(&session->opened, task),
+					NUMBER(8, 10, 0));
+			at = put_number(&s->line, at, pid_nr_ns(task->thread_pid, ns),
+					NUMBER(8, 10, 0));
+		}
+		__builtin_memcpy(s->ids, s->line.text, sizeof(s->ids));
+		s->ids_length = at < sizeof(s->ids) ? at : sizeof(s->ids);
+	} else if (!s->decided.shown) {
+		return 0;
+	}
 
 	pos = file->f_pos;
 	line_clear(&s->line);
-	if (!session->opened.pid_ns) {
-		at = put_number(&s->line, 0, task->tgid, NUMBER(8, 10, 0));
-		at = put_number(&s->line, at, task->pid, NUMBER(8, 10, 0));
-	} else {
-		ns = (struct pid_namespace *)session->opened.pid_ns;
-		at = put_number(&s->line, 0, pid_nr_ns(BPF_CORE_READ(task, signal, pids[PIDTYPE_TGID]), ns),
-				NUMBER(8, 10, 0));
-		at = put_number(&s->line, at, pid_nr_ns(task->thread_pid, ns), NUMBER(8, 10, 0));
-	}
+	__builtin_memcpy(s->line.text, s->ids, sizeof(s->ids));
+	at = s->ids_length;
 	at = put_number(&s->line, at, ctx->fd, NUMBER(8, 10, 0));
 	at = put_number(&s->line, at, fdinfo_flags(task, file, ctx->fd),
 			NUMBER(FLAGS_WIDTH, 8, '0'));
