@@ -404,18 +404,22 @@ class IterFS(pyfuse3.Operations):
 
     async def _task_numbered(self, ctx, number):
         """The daemon's number for the task the caller, in a pid namespace of
-        its own, numbers `number`; ENOENT if it numbers none so. The walk goes
-        over every task: not in the event loop."""
-        reader = self._full_reader(ctx)
-        try:
-            told = reader.namespaces.told(bpf.Opening())
-            tasks = await trio.to_thread.run_sync(self.process_list.numbered, told)
-        finally:
-            reader.release()
-        for task in tasks:
+        its own, numbers `number`; ENOENT if it numbers none so."""
+        for task in await self._numbered_tasks(ctx):
             if task.number == number:
                 return task.tid
         raise pyfuse3.FUSEError(errno.ENOENT)
+
+    async def _numbered_tasks(self, ctx):
+        """Every task the caller's pid namespace numbers, with its number there
+        (the `numbered` program). The walk goes over every task: not in the
+        event loop."""
+        reader = self._full_reader(ctx)
+        try:
+            told = reader.namespaces.told(bpf.Opening())
+            return await trio.to_thread.run_sync(self.process_list.numbered, told)
+        finally:
+            reader.release()
 
     def _full_reader(self, ctx):
         """The caller with its namespaces (credentials.reader): release() it."""
@@ -576,12 +580,7 @@ class IterFS(pyfuse3.Operations):
         """A process directory's listing for a reader in a pid namespace of its
         own: the processes it numbers, by those numbers, ascending, as its
         /proc lists them (under the daemon's /proc's hidepid, those it shows)."""
-        reader = self._full_reader(ctx)
-        try:
-            told = reader.namespaces.told(bpf.Opening())
-            tasks = await trio.to_thread.run_sync(self.process_list.numbered, told)
-        finally:
-            reader.release()
+        tasks = await self._numbered_tasks(ctx)
         leaders = sorted((task.number, task.tgid) for task in tasks if task.tid == task.tgid)
         if self._hiding(ctx) in HIDDEN_FROM_LISTINGS:
             visible = set(visible_to(self._reader(ctx), [tgid for _, tgid in leaders]))
