@@ -106,6 +106,17 @@ class Result:
             return self.value >= self.target
         return self.value <= self.target
 
+    @property
+    def share_of_limit(self):
+        """How much of what the reference allows the case reaches, as a
+        fraction (1: the limit; above 1: better than the reference), or None
+        without a reference."""
+        if not self.reference or not self.value:
+            return None
+        if self.higher_is_better:
+            return self.value / self.reference
+        return self.reference / self.value
+
     def target_text(self):
         return f"{'>=' if self.higher_is_better else '<='} {self.target:g}"
 
@@ -114,7 +125,7 @@ class Result:
                          for label, value in self.figures.items())
 
     def as_json(self):
-        return {**dataclasses.asdict(self), "met": self.met}
+        return {**dataclasses.asdict(self), "met": self.met, "share_of_limit": self.share_of_limit}
 
 
 def format_value(value, unit):
@@ -130,12 +141,14 @@ def format_value(value, unit):
 def table(results):
     """The results as a Markdown table, one row per case."""
     rows = ["| case | figures (medians unless said) | measure | value | target | result "
-            "| reference (same measure) |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+            "| reference (same measure) | of the reference's |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         reference = f"{r.reference:.3g}: {r.reference_text}" if r.reference is not None else ""
+        share = f"{r.share_of_limit:.0%}" if r.share_of_limit is not None else ""
         rows.append(f"| {r.title} | {r.figures_text()} | {r.metric} | {r.value:.3g} | "
-                    f"{r.target_text()} | {'met' if r.met else 'MISSED'} | {reference} |")
+                    f"{r.target_text()} | {'met' if r.met else 'MISSED'} | {reference} | "
+                    f"{share} |")
     return "\n".join(rows)
 
 
