@@ -61,18 +61,26 @@ __noinline __u32 put_number(struct line *line, __u32 at, __u64 value, __u32 styl
 	if (!line)
 		return at;
 	if (base == 8) {
-		for (rest = value >> 3; rest && digits < 22; rest >>= 3)
-			digits++;
-		if (lead)
-			digits++;
-		end = at + (digits < width ? width : digits);
-		at = end;
-		for (i = 0; i < 22; i++) {
-			line->text[--at & (LINE_SIZE - 1)] = '0' + (value & 7);
-			value >>= 3;
-			if (!value)
-				break;
+		/* As decimal below: columns known where it fits, two digits a step. */
+		if (width > (lead ? 1 : 0) && width - (lead ? 1 : 0) < 21 &&
+		    !(value >> (3 * (width - (lead ? 1 : 0))))) {
+			end = at + width;
+		} else {
+			for (rest = value >> 3; rest && digits < 22; rest >>= 3)
+				digits++;
+			if (lead)
+				digits++;
+			end = at + (digits < width ? width : digits);
 		}
+		at = end;
+		for (i = 0; i < 11 && value >= 64; i++) {
+			line->text[--at & (LINE_SIZE - 1)] = '0' + (value & 7);
+			line->text[--at & (LINE_SIZE - 1)] = '0' + (value >> 3 & 7);
+			value >>= 6;
+		}
+		if (value >= 8)
+			line->text[--at & (LINE_SIZE - 1)] = '0' + (value & 7);
+		line->text[--at & (LINE_SIZE - 1)] = '0' + (value >= 8 ? value >> 3 : value);
 		if (lead)
 			line->text[--at & (LINE_SIZE - 1)] = lead;
 		line->text[end & (LINE_SIZE - 1)] = ' ';

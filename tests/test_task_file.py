@@ -40,6 +40,49 @@ def test_process_file_lists_exactly_its_fds(mount, holder):
     assert any(p.endswith("/new\\012line") for p in paths)
 
 
+# 300 descriptors, close-on-exec on a pattern that differs from one 64-fd word
+# of the kernel's bitmap to the next, then one changed after the first read.
+MANY_FDS = r"""
+import fcntl, os, sys
+fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(300)]
+for fd in fds:
+    os.set_inheritable(fd, not (fd % 3 == 0 or fd // 64 == 2 or fd in (63, 64, 127)))
+print("ready", flush=True)
+sys.stdin.readline()
+os.set_inheritable(130, True)
+os.set_inheritable(200, False)
+print("changed", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.kernel
+def test_close_on_exec_of_many_fds_is_fdinfos(mount):
+    """The close-on-exec bits are read a word of 64 fds at a time (task_file.bpf.c):
+    every fd's flags still equal its fdinfo's, before and after a change."""
+    process = subprocess.Popen([sys.executable, "-c", MANY_FDS], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline() == "ready\n"
+        path = mount.mountpoint / "task_file" / str(process.pid)
+        for step in ("before", "after"):
+            rows = parse_task_file(path.read_text())
+            assert len(rows) > 300, step
+            assert {row.fd: row.flags for row in rows} == \
+                {row.fd: fdinfo(process.pid, row.fd)[0] for row in rows}, step
+            closing = {row.fd for row in rows if row.flags & os.O_CLOEXEC}
+            assert {63, 64, 127, 128, 191} <= closing and not {65, 125, 193} & closing, step
+            if step == "before":
+                assert 130 in closing and 200 not in closing
+                process.stdin.write("go\n")
+                process.stdin.flush()
+                assert process.stdout.readline() == "changed\n"
+        assert 130 not in closing and 200 in closing
+    finally:
+        process.kill()
+        process.wait()
+
+
 READ_SELF = r"""
 import json, os, sys
 with open(os.path.join(sys.argv[1], "task_file", "self")) as f:
