@@ -79,8 +79,36 @@ struct reader {
 	bool have_uid;
 };
 
+/*
+ * What the threads of a process share (its tgid, ppid, thread count and rss),
+ * kept as the text its first thread shown got, for the others. The task
+ * iterator goes by thread id, and the threads of processes that start them at
+ * once interleave: PROCESS_SLOTS processes are kept, each in the slot its
+ * tgid picks. Valid for the session and the thread group
+ * (signal), address space (mm) and parent it was made for; a thread whose uid
+ * is the one kept there reuses its column too.
+ */
+#define PROCESS_SLOTS 64
+#define COLUMN_SIZE 24			/* the widest number and its space */
+
+struct column {
+	__u32 length;
+	char text[COLUMN_SIZE];		/* spaces after length */
+};
+
+struct process_columns {
+	__u64 session_id;
+	__u64 signal, mm, real_parent;
+	__u32 flags;
+	struct column tgid, ppid, threads, rss;
+	__u32 uid;			/* the uid column's, valid with uid_valid */
+	bool uid_valid;
+	struct column uid_text;
+};
+
 struct scratch {
 	struct reader reader;
+	struct process_columns processes[PROCESS_SLOTS];
 	struct line line;
 	char line_end[NAME_SIZE + 1];	/* the name and newline, after the longest line */
 	char name[NAME_SIZE];
@@ -449,6 +477,36 @@ static long escape_char(__u32 index, struct name_escape *e)
 	return 0;
 }
 
+/* Keep line[start, end) as `column`, spaces after it. */
+static __always_inline void column_keep(struct column *column, struct line *line,
+					__u32 start, __u32 end)
+{
+	__u32 length = end - start;
+
+	if (length > COLUMN_SIZE)
+		length = COLUMN_SIZE + 1;	/* never used: too wide to keep */
+	column->length = length;
+	for (int i = 0; i < COLUMN_SIZE; i++)
+		column->text[i] = i < length ? line->text[(start + i) & (LINE_SIZE - 1)] : ' ';
+}
+
+/* A kept column at line[at]; where the line goes on. */
+static __always_inline __u32 column_put(struct line *line, __u32 at, struct column *column)
+{
+	at &= LINE_SIZE - 1;
+	if (at > LINE_SIZE - COLUMN_SIZE)
+		return at;
+	*(__u64 *)&line->text[at] = *(__u64 *)&column->text[0];
+	*(__u64 *)&line->text[at + 8] = *(__u64 *)&column->text[8];
+	*(__u64 *)&line->text[at + 16] = *(__u64 *)&column->text[16];
+	return at + column->length;
+}
+
+static __always_inline bool column_usable(struct column *column)
+{
+	return column->length <= COLUMN_SIZE;
+}
+
 SEC("iter/task")
 int task(struct bpf_iter__task *ctx)
 {
@@ -462,7 +520,9 @@ int task(struct bpf_iter__task *ctx)
 	__u64 utime, stime, start_time;
 	int ppid = 0, threads = 0;
 	__u32 length, offset, at, uid;
-	bool escaping = false;
+	__u32 tgid_end, ppid_start, uid_start, uid_end, threads_start, threads_end, rss_start;
+	struct process_columns *p;
+	bool escaping = false, same_process, same_uid;
 
 	/* Only the header needs the session: skip the lookup on every other thread. */
 	if (meta->seq_num == 0 || !task) {
@@ -499,45 +559,96 @@ int task(struct bpf_iter__task *ctx)
 	if (s->reader.pid_ns_level && !pid_nr_ns(task->thread_pid, pid_ns))
 		return 0;
 	uid = task->real_cred->uid.val;
-	if (!s->reader.have_uid || s->reader.uid != uid) {
+	/* The process's columns, kept from its previous thread shown or made now. */
+	p = &s->processes[task->tgid & (PROCESS_SLOTS - 1)];
+	same_process = p->session_id == meta->session_id && task->sighand &&
+		       p->signal == (__u64)task->signal && p->mm == (__u64)task->mm &&
+		       p->real_parent == (__u64)task->real_parent &&
+		       p->flags == (task->flags & PF_KTHREAD) &&
+		       column_usable(&p->tgid) && column_usable(&p->ppid) &&
+		       column_usable(&p->threads) && column_usable(&p->rss);
+	same_uid = same_process && p->uid_valid && p->uid == uid && column_usable(&p->uid_text);
+	if (!same_uid && (!s->reader.have_uid || s->reader.uid != uid)) {
 		s->reader.mapped_uid = uid_seen_from(s->reader.user_ns, uid);
 		s->reader.uid = uid;
 		s->reader.have_uid = true;
-	}
-	/* do_task_stat() reads these under lock_task_sighand(): 0 once it fails. */
-	if (task->sighand) {
-		if (s->reader.pid_ns && s->reader.pid_ns_level == 0)
-			ppid = task->real_parent->tgid;
-		else
-			ppid = pid_nr_ns(BPF_CORE_READ(task, real_parent, signal, pids[PIDTYPE_TGID]),
-					 pid_ns);
-		threads = task->signal->nr_threads;
 	}
 	task_cputime_adjusted(task, &utime, &stime);
 	start_time = task->start_boottime + s->reader.boottime_offset;
 
 	line_clear(&s->line);
-	if (s->reader.pid_ns && s->reader.pid_ns_level == 0) {
+	if (same_process) {
+		at = column_put(&s->line, 0, &p->tgid);
+	} else if (s->reader.pid_ns && s->reader.pid_ns_level == 0) {
 		/* The numbers a task holds are those of the initial namespace. */
 		at = put_signed(&s->line, 0, task->tgid, 7);
-		at = put_signed(&s->line, at, task->pid, 7);
 	} else {
 		at = put_signed(&s->line, 0,
 				pid_nr_ns(BPF_CORE_READ(task, signal, pids[PIDTYPE_TGID]), pid_ns), 7);
-		at = put_signed(&s->line, at, pid_nr_ns(task->thread_pid, pid_ns), 7);
 	}
-	at = put_signed(&s->line, at, ppid, 7);
-	at = put_number(&s->line, at, s->reader.mapped_uid, NUMBER(10, 10, 0));
+	tgid_end = at;
+	if (s->reader.pid_ns && s->reader.pid_ns_level == 0)
+		at = put_signed(&s->line, at, task->pid, 7);
+	else
+		at = put_signed(&s->line, at, pid_nr_ns(task->thread_pid, pid_ns), 7);
+	ppid_start = at;
+	if (same_process) {
+		at = column_put(&s->line, at, &p->ppid);
+	} else {
+		/* do_task_stat() reads these under lock_task_sighand(): 0 once it fails. */
+		if (task->sighand) {
+			if (s->reader.pid_ns && s->reader.pid_ns_level == 0)
+				ppid = task->real_parent->tgid;
+			else
+				ppid = pid_nr_ns(BPF_CORE_READ(task, real_parent, signal,
+							       pids[PIDTYPE_TGID]), pid_ns);
+			threads = task->signal->nr_threads;
+		}
+		at = put_signed(&s->line, at, ppid, 7);
+	}
+	uid_start = at;
+	if (same_uid)
+		at = column_put(&s->line, at, &p->uid_text);
+	else
+		at = put_number(&s->line, at, s->reader.mapped_uid, NUMBER(10, 10, 0));
+	uid_end = at;
 	at = put_char(&s->line, at, task_state_letter(task), 5);
 	at = put_signed(&s->line, at, task->prio - MAX_RT_PRIO, 4);
 	at = put_signed(&s->line, at, task->static_prio - DEFAULT_PRIO, 4);
-	at = put_signed(&s->line, at, threads, 7);
+	threads_start = at;
+	if (same_process)
+		at = column_put(&s->line, at, &p->threads);
+	else
+		at = put_signed(&s->line, at, threads, 7);
+	threads_end = at;
 	at = put_signed(&s->line, at, task_cpu(task), 3);
 	at = put_number(&s->line, at, utime / NSEC_PER_CLOCK_TICK, NUMBER(10, 10, 0));
 	at = put_number(&s->line, at, stime / NSEC_PER_CLOCK_TICK, NUMBER(10, 10, 0));
 	at = put_number(&s->line, at, start_time / NSEC_PER_CLOCK_TICK, NUMBER(10, 10, 0));
-	at = put_number(&s->line, at, task_rss(task), NUMBER(9, 10, 0));
+	rss_start = at;
+	if (same_process)
+		at = column_put(&s->line, at, &p->rss);
+	else
+		at = put_number(&s->line, at, task_rss(task), NUMBER(9, 10, 0));
 	at &= LINE_SIZE - 1;
+
+	if (!same_process && task->sighand) {
+		p->session_id = meta->session_id;
+		p->signal = (__u64)task->signal;
+		p->mm = (__u64)task->mm;
+		p->real_parent = (__u64)task->real_parent;
+		p->flags = task->flags & PF_KTHREAD;
+		column_keep(&p->tgid, &s->line, 0, tgid_end);
+		column_keep(&p->ppid, &s->line, ppid_start, uid_start);
+		column_keep(&p->threads, &s->line, threads_start, threads_end);
+		column_keep(&p->rss, &s->line, rss_start, at);
+		p->uid_valid = false;
+	}
+	if (!same_uid && p->session_id == meta->session_id) {
+		p->uid = uid;
+		p->uid_valid = true;
+		column_keep(&p->uid_text, &s->line, uid_start, uid_end);
+	}
 
 	length = task_name(s->name, task);
 	for (offset = 0; offset < NAME_SIZE; offset += 8)

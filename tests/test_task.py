@@ -302,6 +302,73 @@ def test_stopped_process_every_thread_equals_proc(mount, burnt):
     assert system.stime * CLOCK_TICK_NS * total > 2 ** 64
 
 
+# Two processes start threads in turns, so that their thread ids interleave as
+# the task iterator walks them; one thread of the first takes a real uid of its
+# own (a raw setresuid(2): glibc's would change every thread's).
+INTERLEAVED = r"""
+import ctypes, os, platform, sys, threading, time
+SETRESUID = {"x86_64": 117, "aarch64": 147}[platform.machine()]
+libc = ctypes.CDLL(None, use_errno=True)
+to_second, to_first = os.pipe(), os.pipe()
+first = os.fork() != 0
+if not first:
+    libc.prctl(1, 9)        # PR_SET_PDEATHSIG, SIGKILL: never outlives the first
+mine, theirs = (to_first, to_second) if first else (to_second, to_first)
+stop = threading.Event()
+for turn in range(12):
+    if (turn % 2 == 0) == first:        # first on even turns, second on odd
+        threading.Thread(target=stop.wait).start()
+        os.write(theirs[1], b"x")
+    else:
+        os.read(mine[0], 1)
+if first:
+    def own_uid():
+        libc.syscall(SETRESUID, 4321, -1, -1)
+        stop.wait()
+    threading.Thread(target=own_uid).start()
+    time.sleep(0.2)
+    print(os.getpid(), flush=True)
+    sys.stdin.read()
+else:
+    stop.wait()
+"""
+
+
+@pytest.mark.kernel
+def test_interleaved_processes_each_thread_equals_proc(mount):
+    """What a process's threads share is written once for them (task.bpf.c):
+    with two processes' threads interleaved by id and a thread of a uid of its
+    own, every thread of both still equals /proc."""
+    process = subprocess.Popen([sys.executable, "-c", INTERLEAVED], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        first = int(process.stdout.readline())
+        second = children(first)
+        assert len(second) == 1
+        pids = (first, second[0])
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(0.1)
+        try:
+            ours = parse_task(read_view(mount, "all"))
+            proc = {pid: proc_threads(pid) for pid in pids}
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        tids = sorted((tid, pid) for pid in pids for tid in proc[pid])
+        owners = [pid for _, pid in tids]
+        assert sum(a != b for a, b in zip(owners, owners[1:])) >= 4, "interleaved"
+        for pid in pids:
+            assert_same({tid: ours[tid] for tid in proc[pid]}, proc[pid])
+            assert {tid for tid, row in ours.items() if row.tgid == pid} == set(proc[pid])
+        assert sorted(row.uid for row in proc[first].values()).count(4321) == 1
+        assert {row.threads for row in proc[first].values()} == {len(proc[first])}
+    finally:
+        for pid in children(process.pid):      # before its parent is gone
+            os.kill(pid, signal.SIGKILL)
+        kill(process)
+
+
 # Thread names set with prctl(PR_SET_NAME): spaces, parentheses, a newline, a
 # backslash, a leading space, a tab, bytes that are not UTF-8, none at all, and
 # the longest comm holds (15 bytes).
