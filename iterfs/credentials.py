@@ -62,11 +62,17 @@ class Reader:
     uid: int
     gid: int
     capabilities: int
-    groups: frozenset = frozenset()     # its fs gid and supplementary groups
     namespaces: object = None
+    _pid: int = 0       # the thread that asked, for its groups
 
     def has(self, capability):
         return bool(self.capabilities >> capability & 1)
+
+    @functools.cached_property
+    def groups(self):
+        """Its fs gid and supplementary groups: read when first asked (only
+        /proc's hidepid gid= asks), from the thread's status."""
+        return _groups(self._pid, self.gid) if self._pid else frozenset({self.gid})
 
     @property
     def own_pids(self):
@@ -127,20 +133,31 @@ def looking(who, call):
 
 def _credentials(pid, uid, gid, user_namespace=None):
     """The Reader without namespaces; `user_namespace`: the inode number of
-    its user namespace, if known."""
+    its user namespace, if known. Its effective capabilities are capget(2)'s,
+    the set /proc/<pid>/status shows as CapEff: a system call rather than the
+    whole status file made as text (a quarter of an open's work)."""
+    try:
+        effective = _capabilities(pid)[0]
+        if effective and not _in_our_user_namespace(pid, user_namespace):
+            effective = 0
+    except (ProcessLookupError, FileNotFoundError):
+        effective = 0       # gone: no capabilities
+    return Reader(uid, gid, effective, _pid=pid)
+
+
+def _groups(pid, gid):
+    """Thread `pid`'s fs gid and supplementary groups, from its status; only the
+    fs gid if it is gone."""
     groups = {gid}
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
                 if line.startswith(b"Groups:"):
                     groups.update(int(group) for group in line.split()[1:])
-                elif line.startswith(b"CapEff:"):
-                    if not _in_our_user_namespace(pid, user_namespace):
-                        break
-                    return Reader(uid, gid, int(line.split()[1], 16), frozenset(groups))
+                    break
     except (OSError, ValueError):
         pass
-    return Reader(uid, gid, 0, frozenset(groups))
+    return frozenset(groups)
 
 
 def _in_our_user_namespace(pid, inode=None):
@@ -181,9 +198,10 @@ def _call(number, *arguments):
         raise OSError(code, f"switching this thread's credentials: {os.strerror(code)}")
 
 
-def _capabilities():
-    """This thread's (effective, permitted, inheritable), each a 64-bit mask."""
-    header, data = _Header(_CAPABILITY_VERSION_3, 0), (_Data * 2)()
+def _capabilities(tid=0):
+    """Thread `tid`'s (this thread's if 0) (effective, permitted, inheritable),
+    each a 64-bit mask. ProcessLookupError if it is gone."""
+    header, data = _Header(_CAPABILITY_VERSION_3, tid), (_Data * 2)()
     _call(_SYSCALLS[platform.machine()][2], ctypes.byref(header), data)
     return tuple(data[0].__getattribute__(f) | data[1].__getattribute__(f) << 32
                  for f in ("effective", "permitted", "inheritable"))
