@@ -372,10 +372,13 @@ class OpenIterator:
             await self._stop_pump()
             await result_of(self._executor.submit(self._move_to, offset))
         while True:
-            self._progress = trio.Event()
             with self._mutex:
                 self._limit = max(READ_AHEAD, size)
                 ready = len(self._buffer) >= size or self._eof or self._error
+                if not ready:
+                    # A new one only to wait on: the pump sets the one it
+                    # finds, after it saw _waiting.
+                    self._progress = trio.Event()
                 self._waiting = not ready
                 self._wanted = size
             if ready:
