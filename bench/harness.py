@@ -141,7 +141,7 @@ def format_value(value, unit):
 def table(results):
     """The results as a Markdown table, one row per case."""
     rows = ["| case | figures (medians unless said) | measure | value | target | result "
-            "| reference (same measure) | of the reference's |",
+            "| limit (same measure) | of the limit |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         reference = f"{r.reference:.3g}: {r.reference_text}" if r.reference is not None else ""

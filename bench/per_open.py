@@ -12,8 +12,9 @@ process with 10 open files) again and again,
              pyfuse3 and trio: what a Python daemon pays before doing anything
 
 each round timing a batch of each, the order rotating. Target: iterfs /
-direct <= 3. pyfuse3 / direct is the reference: no daemon built on pyfuse3
-does better (C FUSE / direct says what FUSE itself costs).
+pyfuse3 <= 1.5: the pyfuse3 daemon is the limit, what no daemon built on
+pyfuse3 goes under (C FUSE / direct says what FUSE itself costs, iterfs /
+direct what the whole open costs against the library's).
 """
 
 import contextlib
@@ -25,7 +26,7 @@ from iterfs import bpf
 
 ROUNDS = 15
 BATCH = 200
-TARGET = 3
+TARGET = 1.5
 FILES = 10      # open files of the process whose view is read
 
 
@@ -72,10 +73,12 @@ def per_open(daemon, pid, floor_mountpoint, rounds=ROUNDS, batch=BATCH):
     return Result(
         case="per_open",
         title=f"open, read, close task_file/<pid> ({FILES} files, {sizes['iterfs']} B)",
-        figures=each, unit="s", metric="iterfs / direct",
-        value=each["iterfs"] / each["direct"], target=TARGET,
-        reference=each["pyfuse3"] / each["direct"], reference_text="pyfuse3 alone",
+        figures=each, unit="s", metric="iterfs / pyfuse3",
+        value=each["iterfs"] / each["pyfuse3"], target=TARGET,
+        reference=1.0, reference_text="the pyfuse3 daemon",
         details={"rounds": rounds, "batch": batch, "bytes": size,
+                 "iterfs_to_direct": each["iterfs"] / each["direct"],
+                 "pyfuse3_to_direct": each["pyfuse3"] / each["direct"],
                  "c_fuse_floor_to_direct": each["C FUSE"] / each["direct"],
                  "daemon_main_thread_cpu_per_open": on_cpu / (rounds * batch),
                  "daemon_main_thread_runqueue_wait_per_open": waiting / (rounds * batch)})

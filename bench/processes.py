@@ -12,15 +12,16 @@ against /proc.
              reference; iterfs must also find the processes (a task iterator).
     files    every open file of every process: task_file/all, against listing
              /proc/*/fd and readlink() of each fd (what lsof and psutil do),
-             with 200 processes holding 500 open files each. Target: >= 10x.
+             with 200 processes holding 500 open files each.
     threads  every thread's stats: task/all, against reading every
-             /proc/*/task/*/stat, with 10,000 threads. Target: >= 20x.
+             /proc/*/task/*/stat, with 10,000 threads.
 
 For files and threads, programs that walk the same objects and write nothing
 (bench/progs/floors.bpf.c; for files, finding each path with bpf_d_path() as
 task_file does) are timed too, through the library: the kernel's share, which
-no view can go under. The /proc walk against it is the reference: the most
-any view could achieve.
+no view can go under, and the limit each is judged against: the kernel's walk /
+iterfs, >= 0.8 for files and >= 0.6 for threads. How much faster than the /proc
+walk each is, is shown beside it.
 
 `python bench/processes.py` runs these cases alone (bench/run.py --cases
 listing,files,threads).
@@ -43,9 +44,9 @@ LISTING_ROUNDS = 15
 PROCESSES = 5000
 LISTING_TARGET = 2
 FILES_PROCESSES, FILES_PER_PROCESS = 200, 500
-FILES_TARGET = 10
+FILES_TARGET = 0.8         # of the kernel's walk with d_path
 THREADS = 10000
-THREADS_TARGET = 20
+THREADS_TARGET = 0.6       # of the kernel's walk
 FLOORS = Path(__file__).resolve().parent.parent / "build" / "bench" / "floors.bpf.o"
 
 
@@ -128,21 +129,22 @@ def kernel_walks(programs):
 
 
 def whole_system(case, title, view, ours, theirs, rounds, target, floors):
-    """iterfs's whole-system file against the /proc walk it replaces; the same
-    view read through the library alone (no FUSE), and the kernel's walks of
-    `floors` ({label: program}, the last the reference), shown beside them."""
+    """iterfs's whole-system file against the kernel's walks of `floors`
+    ({label: program}, the last the limit), with the /proc walk it replaces and
+    the same view read through the library alone (no FUSE) beside them."""
     with direct_reader(view) as read_direct, kernel_walks(floors) as walks:
         medians = median_times({"iterfs": functools.partial(read_all, ours),
                                 "/proc walk": theirs, "library, no FUSE": read_direct,
                                 **walks}, rounds)
     floor = list(floors)[-1]
     return Result(
-        case=case, title=title, figures=medians, unit="s", metric="/proc walk / iterfs",
-        value=medians["/proc walk"] / medians["iterfs"], target=target,
-        higher_is_better=True,
-        reference=medians["/proc walk"] / medians[floor],
-        reference_text=f"{floor}, no formatting, no FUSE",
+        case=case, title=title, figures=medians, unit="s", metric=f"{floor} / iterfs",
+        value=medians[floor] / medians["iterfs"], target=target,
+        higher_is_better=True, reference=1.0,
+        reference_text=f"{floor}: no formatting, no FUSE",
         details={"rounds": rounds,
+                 "proc_walk_to_iterfs": medians["/proc walk"] / medians["iterfs"],
+                 "proc_walk_to_floor": medians["/proc walk"] / medians[floor],
                  "proc_walk_to_library": medians["/proc walk"] / medians["library, no FUSE"]})
 
 

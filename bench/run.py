@@ -33,8 +33,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CASES = ("streaming", "per_open", "fairness", "listing", "files", "threads", "sockets",
          "memory")
 # The results' order: a case may give more than one (sockets: against ss, against psutil).
-RESULTS_ORDER = CASES[:CASES.index("sockets") + 1] + ("sockets_psutil",) + \
-    CASES[CASES.index("sockets") + 1:]
+RESULTS_ORDER = ("streaming", "streaming_small") + CASES[1:CASES.index("sockets") + 1] + \
+    ("sockets_psutil",) + CASES[CASES.index("sockets") + 1:]
 SMALL_VIEW_FILES = 10       # open files of the process whose task_file is read
 
 

@@ -21,7 +21,7 @@ from load import OBJECTS
 SOCKETS = 30000
 ROUNDS = 15
 READ_SIZES = (128 * 1024, 4096)     # cat's reads, netstat's
-TARGET = 1.05                       # iterfs / pinned, in cat's reads
+TARGETS = (1.05, 1.10)              # iterfs / pinned, in cat's reads and netstat's
 
 
 def streaming(mountpoint, sockets, rounds=ROUNDS):
@@ -40,16 +40,15 @@ def streaming(mountpoint, sockets, rounds=ROUNDS):
     finally:
         pin.unlink(missing_ok=True)
 
-    cat, netstat = (medians[size] for size in READ_SIZES)
-    return Result(
-        case="streaming",
-        title=f"/tcp6, {sockets:,} sockets, 128 KiB reads",
-        figures=cat, unit="s", metric="iterfs / pinned",
-        value=cat["iterfs"] / cat["pinned"], target=TARGET,
-        details={"rounds": rounds, "lines": lines,
-                 "iterfs_to_proc": cat["iterfs"] / cat["/proc/net/tcp6"],
-                 "reads_of_4096": netstat,
-                 "reads_of_4096_iterfs_to_pinned": netstat["iterfs"] / netstat["pinned"]})
+    # The pinned file is the limit: the same program's walk without FUSE.
+    return [Result(
+        case=case, title=f"/tcp6, {sockets:,} sockets, {size // 1024} KiB reads",
+        figures=medians[size], unit="s", metric="iterfs / pinned",
+        value=medians[size]["iterfs"] / medians[size]["pinned"], target=target,
+        reference=1.0, reference_text="the pinned file",
+        details={"rounds": rounds, "lines": lines, "read_size": size,
+                 "iterfs_to_proc": medians[size]["iterfs"] / medians[size]["/proc/net/tcp6"]})
+        for case, size, target in zip(("streaming", "streaming_small"), READ_SIZES, TARGETS)]
 
 
 if __name__ == "__main__":
