@@ -16,6 +16,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -79,10 +81,21 @@ def splices(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sleeper():
-    """A process whose task, task_file and task_vma views hold still."""
+    """A process whose task, task_file and task_vma views hold still: asleep,
+    with only its standard fds left (sleep opens and closes its locale's files
+    first, which under emulation takes a while)."""
     process = subprocess.Popen(["sleep", "infinity"])
-    yield process.pid
-    kill_quietly(process)
+    try:
+        deadline = time.monotonic() + 30
+        while not (sorted(os.listdir(f"/proc/{process.pid}/fd")) == ["0", "1", "2"] and
+                   Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                   == "S"):
+            assert time.monotonic() < deadline, "sleep never settled"
+            time.sleep(0.01)
+        time.sleep(0.05)
+        yield process.pid
+    finally:
+        kill_quietly(process)
 
 
 def read_whole(path):
