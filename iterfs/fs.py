@@ -516,7 +516,8 @@ class IterFS(pyfuse3.Operations):
         if reader.own_pids:
             slot = self._pid_slots(reader.namespaces.key.pid)
         self._check_slot(index, key, inode, slot)
-        opening = self._opening(view, key, ctx.pid, reader)     # before the check
+        process = self._process_of(view, key, ctx.pid)
+        opening = self._opening(view, key, process, reader)     # before the check
         self._check_access(view, key, reader)
         if not self._may_hold(self._open_by_uid, ctx.uid, self.max_open_per_uid,
                               self.max_open):
@@ -529,7 +530,7 @@ class IterFS(pyfuse3.Operations):
             elif view.per_map:
                 link = view.attach(map_id=key)
             else:
-                link = self._attach_process(view, ctx.pid if key == SELF else key, key == SELF)
+                link = self._attach_process(view, process, key == SELF)
         except OSError as error:
             if error.errno in (errno.ESRCH, errno.ENOENT):     # exited since the lookup
                 raise pyfuse3.FUSEError(errno.ENOENT)
@@ -643,29 +644,40 @@ class IterFS(pyfuse3.Operations):
         if not allowed:
             raise pyfuse3.FUSEError(errno.EACCES)
 
-    def _opening(self, view, key, caller, reader):
+    @staticmethod
+    def _process_of(view, key, caller):
+        """For a process's file (a pid, a tid or `self`): (the task's id, its
+        tgid), found once for the open; None for any other file.
+        ProcessLookupError if the task is gone."""
+        if not view.per_process or key in (None, ALL):
+            return None
+        task_id = caller if key == SELF else key
+        return task_id, processes.thread_group(task_id)
+
+    def _opening(self, view, key, process, reader):
         """What the walks of a private view's file are told (progs/opened.h):
-        for a process's file, the process as it is now, before the access check,
-        so that a process that changed since shows nothing; whether it is the
-        caller's own. ENOENT (ProcessLookupError) if it is gone."""
-        if not view.private or key == ALL:
+        for a process's file (`process`: _process_of), the process as it is
+        now, before the access check, so that a process that changed since
+        shows nothing; whether it is the caller's own. ENOENT
+        (ProcessLookupError) if it is gone."""
+        if not view.private or process is None:
             return bpf.Opening()
         flags = bpf.OPENED_PROCESS | (bpf.OPENED_OWN if key == SELF else 0)
-        task_id = caller if key == SELF else key
         if self.process_list is None:
             if not credentials.is_daemon(reader):
                 raise pyfuse3.FUSEError(errno.EACCES)   # nothing to tell processes apart
             return bpf.Opening()
-        tgid = processes.thread_group(task_id)
+        task_id, tgid = process
         if key == SELF or tgid == task_id:
             start, exec_id = self.process_list.identity(pid=tgid)
         else:
             start, exec_id = self.process_list.identity(tid=task_id)
         return bpf.Opening(flags, start, exec_id)
 
-    def _attach_process(self, view, task_id, whole_process):
+    @staticmethod
+    def _attach_process(view, process, whole_process):
         """Attach for a process (its tgid) or, for a thread's own id, that thread."""
-        tgid = processes.thread_group(task_id)
+        task_id, tgid = process
         if whole_process or tgid == task_id:
             return view.attach(pid=tgid)
         return view.attach(tid=task_id)
