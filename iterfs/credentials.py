@@ -192,17 +192,18 @@ def _daemon_effective():
     return _capabilities()[0]
 
 
-def _call(number, *arguments):
+def _call(number, *arguments, doing="switching this thread's credentials"):
     if libc.syscall(ctypes.c_long(number), *arguments) != 0:
         code = ctypes.get_errno()
-        raise OSError(code, f"switching this thread's credentials: {os.strerror(code)}")
+        raise OSError(code, f"{doing}: {os.strerror(code)}")
 
 
 def _capabilities(tid=0):
     """Thread `tid`'s (this thread's if 0) (effective, permitted, inheritable),
     each a 64-bit mask. ProcessLookupError if it is gone."""
     header, data = _Header(_CAPABILITY_VERSION_3, tid), (_Data * 2)()
-    _call(_SYSCALLS[platform.machine()][2], ctypes.byref(header), data)
+    _call(_SYSCALLS[platform.machine()][2], ctypes.byref(header), data,
+          doing=f"reading thread {tid}'s capabilities" if tid else "reading its capabilities")
     return tuple(data[0].__getattribute__(f) | data[1].__getattribute__(f) << 32
                  for f in ("effective", "permitted", "inheritable"))
 
