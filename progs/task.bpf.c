@@ -77,6 +77,9 @@ struct reader {
 	__u32 uid;		/* the last uid mapped, and what it maps to */
 	__u32 mapped_uid;
 	bool have_uid;
+	/* Counts the buffers of the walk (seq_file's, filled once per read(2)):
+	 * what a process's threads share is kept for one buffer only. */
+	__u64 buffer;
 };
 
 /*
@@ -84,9 +87,10 @@ struct reader {
  * kept as the text its first thread shown got, for the others. The task
  * iterator goes by thread id, and the threads of processes that start them at
  * once interleave: PROCESS_SLOTS processes are kept, each in the slot its
- * tgid picks. Valid for the session and the thread group
- * (signal), address space (mm) and parent it was made for; a thread whose uid
- * is the one kept there reuses its column too.
+ * tgid picks. Valid within one buffer of the walk (never older than the lines
+ * around it, however long a reader pauses between reads), for the session,
+ * thread group (signal), address space (mm), parent and kthread flag it was
+ * made for; a thread whose uid is the one kept there reuses its column too.
  */
 #define PROCESS_SLOTS 64
 #define COLUMN_SIZE 24			/* the widest number and its space */
@@ -98,6 +102,7 @@ struct column {
 
 struct process_columns {
 	__u64 session_id;
+	__u64 buffer;			/* reader.buffer it was made in */
 	__u64 signal, mm, real_parent;
 	__u32 flags;
 	struct column tgid, ppid, threads, rss;
@@ -541,6 +546,8 @@ int task(struct bpf_iter__task *ctx)
 	s = scratch();
 	if (!s)
 		return 0;
+	if (!seq->count)	/* a new buffer: nothing kept from the last one is used */
+		s->reader.buffer++;
 
 	if (s->reader.session_id != meta->session_id) {
 		session = session_get(meta);
@@ -561,7 +568,8 @@ int task(struct bpf_iter__task *ctx)
 	uid = task->real_cred->uid.val;
 	/* The process's columns, kept from its previous thread shown or made now. */
 	p = &s->processes[task->tgid & (PROCESS_SLOTS - 1)];
-	same_process = p->session_id == meta->session_id && task->sighand &&
+	same_process = p->session_id == meta->session_id && p->buffer == s->reader.buffer &&
+		       task->sighand &&
 		       p->signal == (__u64)task->signal && p->mm == (__u64)task->mm &&
 		       p->real_parent == (__u64)task->real_parent &&
 		       p->flags == (task->flags & PF_KTHREAD) &&
@@ -634,6 +642,7 @@ int task(struct bpf_iter__task *ctx)
 
 	if (!same_process && task->sighand) {
 		p->session_id = meta->session_id;
+		p->buffer = s->reader.buffer;
 		p->signal = (__u64)task->signal;
 		p->mm = (__u64)task->mm;
 		p->real_parent = (__u64)task->real_parent;

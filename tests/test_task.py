@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_view, running_daemon
+from conftest import OBJECTS, needs_view, running_daemon
+from iterfs import bpf
 
 pytestmark = needs_view('task')
 
@@ -367,6 +368,55 @@ def test_interleaved_processes_each_thread_equals_proc(mount):
         for pid in children(process.pid):      # before its parent is gone
             os.kill(pid, signal.SIGKILL)
         kill(process)
+
+
+# Three threads; on a line from stdin, 64 MiB more touched and a fourth thread.
+GROWS = r"""
+import sys, threading
+stop = threading.Event()
+for _ in range(3):
+    threading.Thread(target=stop.wait, daemon=True).start()
+print("ready", flush=True)
+sys.stdin.readline()
+held = b"x" * (64 << 20)
+threading.Thread(target=stop.wait, daemon=True).start()
+print("grown", flush=True)
+sys.stdin.read()
+"""
+
+
+def read_line(stream):
+    """One line of an iterator read a byte a read(2): the kernel fills its buffer
+    anew only once the last fill is drained."""
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = stream.read(1)
+        assert byte, line
+        line += byte
+    return line
+
+
+@pytest.mark.kernel
+def test_what_threads_share_is_read_again_after_a_pause(spawn):
+    """What a process's threads share is kept for one buffer of the walk only:
+    read a line a fill, with the process grown after the first thread's line,
+    the later lines show its rss and thread count as they are then."""
+    process = spawn([sys.executable, "-c", GROWS], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "ready\n"
+    with bpf.load(OBJECTS / "task.bpf.o") as obj, \
+            obj.program("task").attach_iterator(pid=process.pid) as link, \
+            link.open() as stream:
+        header, first = read_line(stream), read_line(stream)
+        process.stdin.write("grow\n")
+        process.stdin.flush()
+        assert process.stdout.readline() == "grown\n"
+        rest = b"".join(iter(lambda: stream.read(1), b""))
+    rows = parse_task((header + first + rest).decode())
+    before, *after = rows.values()
+    assert before.tid == process.pid and before.threads == 4
+    assert len(after) == 4 and {row.threads for row in after} == {5}
+    assert min(row.rss for row in after) >= before.rss + (60 << 20) // os.sysconf("SC_PAGE_SIZE")
 
 
 # Thread names set with prctl(PR_SET_NAME): spaces, parentheses, a newline, a
