@@ -25,7 +25,7 @@ from .directories import ProgramDirectory
 from .escape import OneLineFilter
 from .libc import libc
 from .fs import MAX_OPEN_PER_UID, IterFS, open_limit
-from .processes import ProcessList
+from .task_walks import ProcessList
 from .trust import read_trusted
 from .views import ViewTable
 

@@ -116,7 +116,7 @@ def settled(condition, timeout=5):
 def test_thousand_opens_leak_no_fd_and_no_link(fresh_mount):
     programs = fresh_mount.program_ids()
     with bpf.Object(OBJECTS.parent / "internal" / "processes.bpf.o") as internal:
-        listing = len(internal.programs)        # the daemon's own (processes.py)
+        listing = len(internal.programs)        # the daemon's own (task_walks.py)
     assert len(programs) == len(VIEWS) + listing
     names = ("tcp6", "task_file/self", f"task_file/{os.getpid()}")
     for name in names:              # warm up: worker threads, lazily made fds
