@@ -22,14 +22,14 @@ import collections.abc
 import dataclasses
 import errno
 import hashlib
-import io
 import logging
 import struct
 
 from . import bpf
 from .compiler import CompileError
 from .directories import find_programs
-from .escape import escape
+from .interfaces import Served
+from .status import Entry, StatusFile
 from .trust import UntrustedError, read_trusted
 
 log = logging.getLogger("iterfs.views")
@@ -54,8 +54,7 @@ MAP_TARGETS = {
 # The section ITERFS_WORLD_READABLE (progs/iterfs.h) puts its marker in, and the marker.
 ACCESS_SECTION = b".iterfs.access"
 WORLD_READABLE = b"world-readable"
-STATUS_NAME = ".status"
-STATUS_NUMBER = 0
+STATUS_NUMBER = 0            # .status's view number
 # Lines of a verifier's log that .status and the log show: where it gave up.
 VERIFIER_LINES = 5
 
@@ -74,7 +73,9 @@ class ProgramRejected(Exception):
 
 
 @dataclasses.dataclass(eq=False)
-class View:
+class View(Served):
+    """A program's view."""
+
     name: str
     program: bpf.Program
     source: str         # the file it came from
@@ -136,63 +137,6 @@ class View:
         self.program.object.close()
 
 
-class TextLink:
-    """What attaching gives for a file iterfs writes itself: every open()
-    reads the same text from its start, like an iterator's fresh walk."""
-
-    fd = -1
-
-    def __init__(self, text):
-        self._data = text.encode()
-
-    def open(self, opening=None):
-        return TextStream(self._data)
-
-    def close(self):
-        pass
-
-
-class TextStream(io.BytesIO):
-    def fill(self, size):
-        return self.read(size)
-
-
-class StatusFile:
-    """`.status`: every program file found, what became of it, and why."""
-
-    name = STATUS_NAME
-    target = None
-    per_process = per_map = is_directory = private = root_only = False
-
-    def __init__(self, table):
-        self._table = table
-
-    def attach(self, stuck=None):
-        """stuck: {view name: (walks, seconds)} that made no progress lately."""
-        return TextLink(self._table.status_text(stuck or {}))
-
-
-@dataclasses.dataclass
-class Entry:
-    """One program file's line in .status. Its state is one of
-    serving: loaded and served;
-    unsupported: the kernel lacks the target or refuses any program for it;
-    rejected: the kernel takes programs for the target but not this one;
-    skipped: never reached the kernel (a compile error, an untrusted file, a
-    name taken)."""
-    name: str
-    source: str
-    state: str = "serving"
-    target: str = None
-    reason: str = ""
-    details: list = dataclasses.field(default_factory=list)
-
-    def skip(self, reason, details=(), state="skipped", level=logging.ERROR):
-        self.state, self.reason, self.details = state, reason, list(details)
-        suffix = f" [{' | '.join(self.details)}]" if self.details else ""
-        log.log(level, "view %s %s: %s%s", self.name, state, reason, suffix)
-
-
 @dataclasses.dataclass
 class Scan:
     """What the program directories hold now: a line per file, a view per name."""
@@ -208,8 +152,8 @@ class ViewTable(collections.abc.Mapping):
         self.directories = list(directories)
         self.compiler = compiler
         self.entries = []
-        self._views = {STATUS_NUMBER: StatusFile(self)}
-        self._numbers = {STATUS_NAME.encode(): STATUS_NUMBER}
+        self._views = {STATUS_NUMBER: StatusFile(lambda: self.entries)}
+        self._numbers = {StatusFile.name.encode(): STATUS_NUMBER}
         self._next_number = STATUS_NUMBER + 1
 
     def __getitem__(self, number):
@@ -248,22 +192,22 @@ class ViewTable(collections.abc.Mapping):
         entry = Entry(candidate.name, candidate.path)
         scan.entries.append(entry)
         if candidate.refused:
-            entry.skip(candidate.refused)
+            _skip(entry, candidate.refused)
             return
         try:
             view = self._view(candidate, current, targets, entry)
         except TargetUnsupported as error:
-            entry.skip(str(error), state="unsupported", level=logging.INFO)
+            _skip(entry, str(error), state="unsupported", level=logging.INFO)
         except ProgramRejected as error:
-            entry.skip(str(error), error.details, state="rejected")
+            _skip(entry, str(error), error.details, state="rejected")
         except CompileError as error:
-            entry.skip(error.strerror, error.details)
+            _skip(entry, error.strerror, error.details)
         except UntrustedError as error:         # the file, or a header it includes
-            entry.skip(f"refused: {error.strerror}")
+            _skip(entry, f"refused: {error.strerror}")
         except OSError as error:
-            entry.skip(error.strerror or str(error))
+            _skip(entry, error.strerror or str(error))
         except Exception as error:              # one program's, not the others'
-            entry.skip(f"{type(error).__name__}: {error}")
+            _skip(entry, f"{type(error).__name__}: {error}")
         else:
             entry.target = view.target
             scan.views[candidate.name] = view
@@ -343,35 +287,24 @@ class ViewTable(collections.abc.Mapping):
         """Scan and apply at once (at start, before anything is served)."""
         return self.apply(self.scan())
 
-    def status_text(self, stuck):
-        rows = [("view", "state", "target", "source")]
-        rows += [(escape(e.name, " "), e.state, e.target or "-", escape(e.source))
-                 for e in self.entries]
-        widths = [max(len(row[i]) for row in rows) for i in range(3)]
-        lines = []
-        for row, entry in zip(rows, [None, *self.entries]):
-            lines.append(" ".join(f"{cell:<{width}}" for cell, width in zip(row, widths))
-                         + " " + row[3])
-            if entry is not None and entry.reason:
-                lines.append(f"  reason: {escape(entry.reason)}")
-                lines += [f"  | {escape(line)}" for line in entry.details]
-            if entry is not None and entry.state == "serving" and entry.name in stuck:
-                walks, seconds = stuck[entry.name]
-                lines.append(f"  stuck: {walks} {'walk' if walks == 1 else 'walks'} "
-                             f"waiting on the kernel, the longest for {seconds:.0f} s")
-        return "".join(line + "\n" for line in lines)
-
     def close(self):
         for view in self.serving():
             view.close()
         self._views = {STATUS_NUMBER: self._views[STATUS_NUMBER]}
-        self._numbers = {STATUS_NAME.encode(): STATUS_NUMBER}
+        self._numbers = {StatusFile.name.encode(): STATUS_NUMBER}
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _skip(entry, reason, details=(), state="skipped", level=logging.ERROR):
+    """`entry` not served, and one log line saying why."""
+    entry.skip(reason, details, state)
+    suffix = f" [{' | '.join(entry.details)}]" if entry.details else ""
+    log.log(level, "view %s %s: %s%s", entry.name, state, reason, suffix)
 
 
 def _iterator_program(obj, path):
