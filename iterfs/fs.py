@@ -7,13 +7,9 @@
     /<view>/all           open() attaches with no linfo: every task
     /<view>/              a directory for a map view: one file per map it can walk
     /<view>/<map id>      open() attaches with linfo.map.map_fd
-    /.status              what became of each program file (views.StatusFile)
+    /.status              what became of each program file (status.py)
 
-Inode numbers are computed, never stored: view number n (views.ViewTable: never
-reused, so an inode stays one program's across reloads) is 2 + n; the file for key
-k (a pid, SELF, ALL or a map id) in view n is s << 48 | (n + 1) << 32 | k, where s
-is 0 but for a process a reader in a pid namespace of its own looked up by the
-number it has there (PidSlots). Only open files keep state.
+Inode numbers are computed, never stored (inodes.py). Only open files keep state.
 
 A reader in a pid namespace of its own names processes by its numbers, and the
 kernel caches a name's lookup for every reader of the mount alike: a name looked
@@ -36,21 +32,19 @@ import time
 import pyfuse3
 import trio
 
-from . import bpf, credentials, namespaces, processes
+from . import bpf, credentials, inodes, namespaces, processes
+from .inodes import ALL, SELF
 from .streaming import OpenIterator, Pumps
-from .views import BPF_OBJECT_TARGETS, StatusFile
+from .status import StatusFile
+from .views import BPF_OBJECT_TARGETS
 
 log = logging.getLogger("iterfs.fs")
 
-ROOT_INODE = pyfuse3.ROOT_INODE
-FIRST_VIEW_INODE = 2
-SELF = 0xFFFF_FFFF
-ALL = 0xFFFF_FFFE
+assert inodes.ROOT == pyfuse3.ROOT_INODE
+
 NAMED = {b"self": SELF, b"all": ALL}
 MAX_MAP_ID = 0x7FFF_FFFF     # the kernel numbers maps from 1 to INT_MAX
 KEY_NAMES = {SELF: "self", ALL: "all"}
-MAX_VIEWS = 0xFFFF           # view numbers an inode holds (16 bits)
-MAX_PID_SLOTS = 0xFFFF       # pid namespaces an inode tells apart (16 bits)
 
 # Views change only at a reload, which makes the kernel forget those that changed;
 # a process can exit at any time.
@@ -128,20 +122,24 @@ def fuse_operation(method):
         except pyfuse3.FUSEError:
             raise
         except OSError as error:
-            code = error.errno or errno.EIO
-            if code not in (errno.ENOENT, errno.ESRCH):
-                log.error("%s: %s", method.__name__, error)
-            raise pyfuse3.FUSEError(errno.ENOENT if code == errno.ESRCH else code)
+            raise fuse_error(error, method.__name__) from None
         except Exception:
             log.exception("%s failed", method.__name__)
-            raise pyfuse3.FUSEError(errno.EIO)
+            raise pyfuse3.FUSEError(errno.EIO) from None
     return wrapper
 
 
-def logged_error(name, step, error):
-    """One log line naming the file and the errno; the errno for the caller."""
+def fuse_error(error, *where):
+    """The one way an OSError becomes the caller's errno. A process or object
+    gone (ENOENT, ESRCH) is ENOENT, as /proc answers, and logs nothing: a
+    reader's race, not the daemon's trouble. Any other errno is the caller's
+    as it is, with one log line naming where it happened (the file, the step)
+    and the errno."""
     code = error.errno or errno.EIO
-    log.error("%s: %s: %s (%s)", name, step, os.strerror(code), errno.errorcode.get(code, code))
+    if code in (errno.ENOENT, errno.ESRCH):
+        return pyfuse3.FUSEError(errno.ENOENT)
+    log.error("%s: %s (%s)", ": ".join(where), os.strerror(code),
+              errno.errorcode.get(code, code))
     return pyfuse3.FUSEError(code)
 
 
@@ -168,7 +166,8 @@ class Listing:
         self.attributes = attributes
         self.pids = pids
         self.rest = rest
-        self.rest_base = rest.st_ino & ~0xFFFF_FFFF if rest is not None else 0
+        # The pids' inodes are this | key (inodes.with_key, inlined: 5,000 of them).
+        self.rest_base = inodes.with_key(rest.st_ino, 0) if rest is not None else 0
         self.keys = None                 # the pids' keys where they are not the pids
         self.complete = True
         self.closed = False
@@ -219,7 +218,7 @@ class Listing:
 
 class PidSlots:
     """Small numbers for the pid namespaces readers name processes in, for
-    inode numbers: 0 is the daemon's. Past MAX_PID_SLOTS the numbering starts
+    inode numbers: 0 is the daemon's. Past inodes.MAX_PID_SLOTS the numbering starts
     again: a name cached from before then is told apart from a reader of
     another namespace that took its slot no longer (for PROCESS_TIMEOUT)."""
 
@@ -231,18 +230,41 @@ class PidSlots:
             return 0
         slot = self._slots.get(pid_ns_inode)
         if slot is None:
-            if len(self._slots) == MAX_PID_SLOTS:
+            if len(self._slots) == inodes.MAX_PID_SLOTS:
                 self._slots.clear()
             slot = self._slots[pid_ns_inode] = len(self._slots) + 1
         return slot
 
 
 class IterFS(pyfuse3.Operations):
+    """The FUSE operations. How the work is shared out:
+
+    - Every request handler runs in one trio event loop (pyfuse3.main), up
+      to request_tasks at once. What the handlers alone touch (the open files
+      and listings by handle, the counts by uid, the view table, the pid
+      slots) needs no lock: a handler is never interrupted between awaits.
+    - The kernel's walks never run in the event loop: a read blocks for as
+      long as the kernel runs the program, or holds the walk up. Each open
+      file's pump reads its iterator in a worker thread of its view's lane
+      (streaming.py); a process directory's listing is filled by a worker
+      of LISTING_LANE; the walks of readers in pid namespaces of their own
+      go to trio's threads. What a worker and the handlers share is the open
+      file (OpenIterator: its mutex), the listing (Listing: its pids only
+      grow, and the worker wakes readdir() through the trio token) and the
+      bytes buffered in all (streaming.Budget: its lock).
+    - A handler's own kernel work is bounded and short: attaching a link,
+      creating an iterator, the walk that records a process at open
+      (task_walks.ProcessList.identity), checks of /proc. An open file's
+      requests come one at a time (OpenIterator.lock).
+    - A reload scans and loads in a worker thread and changes nothing served;
+      the table is swapped in the event loop between requests (views.ViewTable).
+    """
+
     def __init__(self, views, *, max_open_per_uid=MAX_OPEN_PER_UID, max_open=MAX_OPEN,
                  process_list=None):
         super().__init__()
         self.views = views      # a views.ViewTable: number -> view, replaced at reloads
-        # processes.ProcessList, or None: process directories list /proc then.
+        # task_walks.ProcessList, or None: process directories list /proc then.
         self.process_list = process_list
         self.max_open_per_uid = max_open_per_uid
         self.max_open = max_open
@@ -268,33 +290,21 @@ class IterFS(pyfuse3.Operations):
 
     # -- inodes -----------------------------------------------------------
 
-    def _view_inode(self, index):
-        return FIRST_VIEW_INODE + index
-
-    def _entry_inode(self, index, key, slot=0):
-        if index >= MAX_VIEWS:
-            raise pyfuse3.FUSEError(errno.EOVERFLOW)
-        return slot << 48 | (index + 1) << 32 | key
-
     def _resolve(self, inode):
-        """(view index or None, key or None) for an inode; ENOENT if unknown."""
-        if inode == ROOT_INODE:
+        """(view index or None, key or None) for an inode; ENOENT if it names
+        no view served now, or no entry of a directory view."""
+        index, key, _ = inodes.decode(inode)
+        if index is None:
             return None, None
-        if inode < 1 << 32:
-            index = inode - FIRST_VIEW_INODE
-            if index in self.views:
-                return index, None
-        else:
-            index, key = (inode >> 32 & MAX_VIEWS) - 1, inode & 0xFFFF_FFFF
-            if index in self.views and self.views[index].is_directory:
-                return index, key
+        if index in self.views and (key is None or self.views[index].is_directory):
+            return index, key
         raise pyfuse3.FUSEError(errno.ENOENT)
 
     def _check_slot(self, index, key, inode, slot):
         """ESTALE where a process's inode was looked up in a pid namespace
         other than the caller's (`slot`): the kernel then looks again."""
         if key is not None and key not in KEY_NAMES and self.views[index].per_process \
-                and inode >> 48 != slot:
+                and inodes.decode(inode).slot != slot:
             raise pyfuse3.FUSEError(errno.ESTALE)
 
     def _attributes(self, inode, mode, timeout, owner=(0, 0)):
@@ -311,7 +321,7 @@ class IterFS(pyfuse3.Operations):
         return attr
 
     def _root_attributes(self):
-        attr = self._attributes(ROOT_INODE, stat.S_IFDIR | 0o555, VIEW_TIMEOUT)
+        attr = self._attributes(inodes.ROOT, stat.S_IFDIR | 0o555, VIEW_TIMEOUT)
         attr.st_nlink = 2 + sum(v.is_directory for v in self.views.values())
         return attr
 
@@ -322,7 +332,7 @@ class IterFS(pyfuse3.Operations):
             mode = stat.S_IFDIR | (0o500 if view.root_only else 0o555)
         else:
             mode = OWNER_ONLY if view.root_only else WORLD_READABLE
-        return self._attributes(self._view_inode(index), mode, VIEW_TIMEOUT)
+        return self._attributes(inodes.of_view(index), mode, VIEW_TIMEOUT)
 
     def _entry_attributes(self, index, key, slot=0):
         """As /proc: a process's file belongs to it (to root while it is not
@@ -342,7 +352,7 @@ class IterFS(pyfuse3.Operations):
             mode, owner = OWNER_ONLY if view.private else WORLD_READABLE, (0, 0)
         else:
             mode, owner = OWNER_ONLY if view.private else WORLD_READABLE, processes.owner(key)
-        return self._attributes(self._entry_inode(index, key, slot), mode, PROCESS_TIMEOUT,
+        return self._attributes(inodes.of_entry(index, key, slot), mode, PROCESS_TIMEOUT,
                                 owner)
 
     # -- lookups ----------------------------------------------------------
@@ -381,7 +391,7 @@ class IterFS(pyfuse3.Operations):
             return self._root_attributes()
         if key is None:
             return self._view_attributes(index)
-        slot = inode >> 48
+        slot = inodes.decode(inode).slot
         if ctx is not None and key not in KEY_NAMES and self.views[index].per_process:
             self._check_slot(index, key, inode, self._pid_slot(ctx))
         return self._entry_attributes(index, key, slot)
@@ -391,15 +401,11 @@ class IterFS(pyfuse3.Operations):
         0 without the process list, where every reader has the daemon's."""
         if ctx.pid == 0 or self._namespaces is None:
             return 0
-        path = f"/proc/{ctx.pid}/ns/pid"
         try:
-            try:
-                inode = namespaces.ns_inode(path)
-            except PermissionError:     # no CAP_SYS_PTRACE: ask otherwise
-                looking = credentials.looking(self._reader(ctx), namespaces.ns_inode)
-                inode = self._namespaces.key_of(ctx.pid, looking).pid
-        except (FileNotFoundError, ProcessLookupError):
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
+            inode = namespaces.ns_inode(f"/proc/{ctx.pid}/ns/pid")
+        except PermissionError:     # no CAP_SYS_PTRACE: ask otherwise
+            looking = credentials.looking(self._reader(ctx), namespaces.ns_inode)
+            inode = self._namespaces.key_of(ctx.pid, looking).pid
         return self._pid_slots(inode)
 
     async def _task_numbered(self, ctx, number):
@@ -425,11 +431,8 @@ class IterFS(pyfuse3.Operations):
         """The caller with its namespaces (credentials.reader): release() it."""
         try:
             return credentials.reader(ctx.pid, ctx.uid, ctx.gid, self._namespaces)
-        except ProcessLookupError:
-            log.warning("reader %d: gone before its namespaces were found", ctx.pid)
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
         except OSError as error:
-            raise logged_error(f"reader {ctx.pid}", "finding its namespaces", error)
+            raise fuse_error(error, f"reader {ctx.pid}", "finding its namespaces") from None
 
     @fuse_operation
     async def opendir(self, inode, ctx):
@@ -531,17 +534,15 @@ class IterFS(pyfuse3.Operations):
                 link = view.attach(map_id=key)
             else:
                 link = self._attach_process(view, process, key == SELF)
-        except OSError as error:
-            if error.errno in (errno.ESRCH, errno.ENOENT):     # exited since the lookup
-                raise pyfuse3.FUSEError(errno.ENOENT)
-            raise logged_error(name, "open", error)
+        except OSError as error:        # ENOENT where it exited since the lookup
+            raise fuse_error(error, name, "open") from None
         try:
             opened = OpenIterator(link, self._pumps.lane(view.name), self._pumps.buffered,
                                   name, reader, opening)
         except BaseException as error:
             link.close()
             if isinstance(error, OSError):
-                raise logged_error(name, "open", error)
+                raise fuse_error(error, name, "open") from None
             raise
         handle = self._new_handle()
         self._open[handle] = opened
@@ -611,7 +612,7 @@ class IterFS(pyfuse3.Operations):
         used. One object, given each entry's inode in turn."""
         view = self.views[index]
         mode = OWNER_ONLY if view.private or view.root_only else WORLD_READABLE
-        return self._attributes(self._entry_inode(index, 0, slot), mode, 0)
+        return self._attributes(inodes.of_entry(index, 0, slot), mode, 0)
 
     def _check_access(self, view, key, reader):
         """What the kernel asks of who reads the same from it, decided on the
@@ -696,7 +697,7 @@ class IterFS(pyfuse3.Operations):
                 for map_id in self.views[index].map_ids()]
 
     def _map_attributes(self, index, map_id):
-        return self._attributes(self._entry_inode(index, map_id), OWNER_ONLY, PROCESS_TIMEOUT)
+        return self._attributes(inodes.of_entry(index, map_id), OWNER_ONLY, PROCESS_TIMEOUT)
 
     async def forget_views(self, names):
         """After a reload: make the kernel drop what it cached of views that are
@@ -708,11 +709,11 @@ class IterFS(pyfuse3.Operations):
     def _forget_views(self, names):
         for name in names:
             try:
-                pyfuse3.invalidate_entry(ROOT_INODE, name.encode())
+                pyfuse3.invalidate_entry(inodes.ROOT, name.encode())
             except FileNotFoundError:
                 pass        # not in the kernel's cache
         # The root's link count counts the directory views.
-        pyfuse3.invalidate_inode(ROOT_INODE, attr_only=True)
+        pyfuse3.invalidate_inode(inodes.ROOT, attr_only=True)
 
     @fuse_operation
     async def read(self, fh, off, size):
@@ -724,7 +725,7 @@ class IterFS(pyfuse3.Operations):
         try:
             return await opened.read(off, size)
         except OSError as error:
-            raise logged_error(opened.name, "read", error)
+            raise fuse_error(error, opened.name, "read") from None
         finally:
             opened.lock.release()
 
