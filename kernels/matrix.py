@@ -12,7 +12,6 @@ tested, rejected a view of ours or failed a test.
 """
 
 import json
-import os
 import subprocess
 import sys
 import time

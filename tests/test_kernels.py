@@ -8,7 +8,6 @@ what /proc prints when no kernel config can be read.
 """
 
 import gzip
-import os
 import re
 import signal
 import socket

@@ -284,7 +284,9 @@ def test_a_name_means_the_readers_process(mount):
     host_before = path.read_text()
     inside = subprocess.run(
         ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c",
-         f"sleep 60 & cat {path}; cat /proc/2/comm; kill $!"],
+         # Until the child has exec'd, its comm is the shell's.
+         "sleep 60 & until [ \"$(cat /proc/2/comm)\" = sleep ]; do :; done; "
+         f"cat {path}; cat /proc/2/comm; kill $!"],
         capture_output=True, text=True, timeout=30, check=True).stdout
     host_after = path.read_text()
     with open("/proc/2/comm") as f:

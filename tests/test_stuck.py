@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from conftest import kill_quietly, needs_view, running_daemon
 
 # Holds a TCP socket's lock until killed, and prints "ready" first.

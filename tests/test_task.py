@@ -652,7 +652,6 @@ def test_all_every_thread_equals_proc(mount):
     run while the file is read, and are left out."""
     excluded = {os.getpid(), mount.pid}
     pending = {tid for tgid, tid in every_thread() if tgid not in excluded}
-    seen = {}
     differences = {}
     for _ in range(ATTEMPTS):
         before = {}
