@@ -140,18 +140,6 @@ static __always_inline int iterator_type(struct seq_file *seq)
 	return BPF_CORE_READ(common, type);
 }
 
-static __always_inline struct walk *walk_get(struct bpf_iter_meta *meta)
-{
-	__u64 id = meta->session_id;
-	struct walk *w = bpf_map_lookup_elem(&walks, &id);
-
-	if (w)
-		return w;
-	struct walk fresh = { .type = iterator_type(meta->seq) };
-	bpf_map_update_elem(&walks, &id, &fresh, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&walks, &id);
-}
-
 /*
  * Whether the walk got to the end of the mm that `mark` describes. A task that
  * exits (or execs) while it is walked cuts its walk short, and the walk goes
@@ -530,7 +518,7 @@ int task_vma(struct bpf_iter__task_vma *ctx)
 	struct walk *w;
 	int type;
 
-	w = walk_get(meta);
+	w = session_entry(&walks, meta, ((struct walk){ .type = iterator_type(seq) }));
 	if (!w)
 		return 0;
 	session = session_get(meta);
@@ -539,9 +527,7 @@ int task_vma(struct bpf_iter__task_vma *ctx)
 		/* The final call. Kept if its line did not fit: it is called again. */
 		before = w->after_last;
 		if (!write_gate(seq, type, &before)) {
-			__u64 id = meta->session_id;
-
-			bpf_map_delete_elem(&walks, &id);
+			session_entry_delete(&walks, meta);
 			session_end(meta);
 		}
 		return 0;
