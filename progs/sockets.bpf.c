@@ -600,7 +600,7 @@ static __always_inline __u32 socket_uid(struct scratch *s, struct session *sessi
 {
 	if (s->uid_session != session_id || s->kuid != kuid) {
 		s->uid_session = session_id;
-		s->uid = uid_seen_from(walk_user_ns(&session->opened, seq), kuid);
+		s->uid = from_kuid_munged(walk_user_ns(&session->opened, seq), kuid);
 		s->kuid = kuid;
 	}
 	return s->uid;

@@ -577,7 +577,7 @@ int task(struct bpf_iter__task *ctx)
 		       column_usable(&p->threads) && column_usable(&p->rss);
 	same_uid = same_process && p->uid_valid && p->uid == uid && column_usable(&p->uid_text);
 	if (!same_uid && (!s->reader.have_uid || s->reader.uid != uid)) {
-		s->reader.mapped_uid = uid_seen_from(s->reader.user_ns, uid);
+		s->reader.mapped_uid = from_kuid_munged(s->reader.user_ns, uid);
 		s->reader.uid = uid;
 		s->reader.have_uid = true;
 	}

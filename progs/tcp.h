@@ -32,14 +32,6 @@ static __always_inline unsigned long retransmit_deadline(struct inet_connection_
 	return icsk->icsk_retransmit_timer.expires;
 }
 
-/* The uid column: the kernel maps it into the iterator's creator's user namespace,
- * the daemon's, which is the initial one (only it may load programs): the
- * kuid. A reader elsewhere sees it as its own namespace maps it. */
-static __always_inline uid_t reader_uid(struct session *session, uid_t uid)
-{
-	return session->opened.user_ns ? uid_seen_from(session->opened.user_ns, uid) : uid;
-}
-
 static __always_inline bool timer_pending(const struct timer_list *timer)
 {
 	return timer->entry.pprev != NULL;

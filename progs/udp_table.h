@@ -271,7 +271,7 @@ __noinline int udp_line_fill(__u64 sk_address, const struct udp_line_source *sou
 	else
 		udp_line_probe(sk_address, source->family, line);
 	line->sk = sk_address;
-	line->uid = uid_seen_from(source->user_ns, line->uid);
+	line->uid = from_kuid_munged(source->user_ns, line->uid);
 	line->ref -= iterator_references(source, sk_address);
 	line->inode = sock_inode(sk);
 	line->drops = sock_drops(sk);
