@@ -15,6 +15,7 @@
  */
 #include "iterfs.h"
 #include "text.h"
+#include "bytes.h"
 #include "scratch.h"
 #include "pid.h"
 #include "namespaces.h"
@@ -442,18 +443,15 @@ static __always_inline __u32 task_name(char *name, struct task_struct *task)
 static __always_inline bool word_needs_escape(struct scratch *s, __u32 offset, __u32 length)
 {
 	__u64 word = *(__u64 *)&s->name[offset];
-	__u64 newline = word ^ 0x0a0a0a0a0a0a0a0aULL;
-	__u64 backslash = word ^ 0x5c5c5c5c5c5c5c5cULL;
+	__u64 newline = word ^ EVERY_BYTE('\n');
+	__u64 backslash = word ^ EVERY_BYTE('\\');
 	__u64 past_end = 0;
 
 	if (offset >= length)
 		return false;
 	if (length - offset < 8)	/* bytes past the end never match */
 		past_end = ~0ULL << ((length - offset) * 8);
-	newline |= past_end;
-	backslash |= past_end;
-	return ((newline - 0x0101010101010101ULL) & ~newline & 0x8080808080808080ULL) ||
-	       ((backslash - 0x0101010101010101ULL) & ~backslash & 0x8080808080808080ULL);
+	return has_zero_byte(newline | past_end) || has_zero_byte(backslash | past_end);
 }
 
 struct name_escape {
@@ -462,7 +460,7 @@ struct name_escape {
 };
 
 /* As status's seq_escape_str(..., ESCAPE_SPACE | ESCAPE_SPECIAL, "\n\\"). */
-static long escape_char(__u32 index, struct name_escape *e)
+static long escape_name_char(__u32 index, struct name_escape *e)
 {
 	struct scratch *s = scratch();
 	__u32 out = e->written;
@@ -675,7 +673,7 @@ int task(struct bpf_iter__task *ctx)
 	}
 	bpf_seq_write(seq, s->line.text, at);
 	escape.length = length;
-	bpf_loop(NAME_SIZE, escape_char, &escape, 0);
+	bpf_loop(NAME_SIZE, escape_name_char, &escape, 0);
 	bpf_seq_write(seq, s->escaped, escape.written & (sizeof(s->escaped) - 1));
 	bpf_seq_write(seq, "\n", 1);
 	return 0;
