@@ -14,6 +14,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
+#include "constants.h"
 
 /* ==== udp, udp6: the kernel's UDP table and its iterator (udp_table.h) ==== */
 #ifndef ITERFS_COMPAT_UDP
@@ -265,8 +266,6 @@ static __always_inline __u64 bounded(__u64 value, __u64 max)
 /* ==== the reader's credentials: what an iterator's file may show (sock.h) ==== */
 #ifndef ITERFS_COMPAT_CRED
 #define ITERFS_COMPAT_CRED
-
-#define ITERFS_CAP_SYSLOG 34
 
 /*
  * 6.3, f122a08b197d ("capability: just use a 'u64' instead of a 'u32[2]'

@@ -7,6 +7,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 #include "pid.h"
+#include "constants.h"
 
 /*
  * A view of one's own (from /etc/iterfs/progs.d or --progs) is root's alone,
@@ -163,9 +164,9 @@ extern int CONFIG_HZ __kconfig;
 static __always_inline __u64 jiffies_to_clock_t(__u64 jiffies)
 {
 	__u64 hz = (unsigned int)CONFIG_HZ;
-	__u64 tick_nsec = (1000000000ULL + hz / 2) / hz;
+	__u64 tick_nsec = (NSEC_PER_SEC + hz / 2) / hz;
 
-	return jiffies * tick_nsec / (1000000000ULL / 100);
+	return jiffies * tick_nsec / (NSEC_PER_SEC / USER_HZ);
 }
 
 static __always_inline __u64 jiffies_delta_to_clock_t(long delta)

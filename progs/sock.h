@@ -16,7 +16,7 @@
  */
 static __always_inline const void *reader_pointer(struct seq_file *seq, const void *pointer)
 {
-	return cred_capable(BPF_CORE_READ(seq, file, f_cred), ITERFS_CAP_SYSLOG) ? pointer : NULL;
+	return cred_capable(BPF_CORE_READ(seq, file, f_cred), CAP_SYSLOG) ? pointer : NULL;
 }
 
 /* The tcp and unix iterators hold a reference on the socket shown; /proc holds none. */

@@ -23,8 +23,6 @@
 char LICENSE[] SEC("license") = "GPL";
 
 #define NAME_SIZE 64			/* proc_task_name()'s buffer */
-#define NSEC_PER_SEC 1000000000ULL
-#define USER_HZ 100
 #define NSEC_PER_CLOCK_TICK (NSEC_PER_SEC / USER_HZ)
 
 /* include/linux/sched.h; constants, not in BTF */

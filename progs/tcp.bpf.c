@@ -5,7 +5,6 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define AF_INET		2
 /* tcp4_seq_show pads every line, the header too, to TMPSZ - 1 before its newline. */
 #define TMPSZ		150
 

@@ -5,8 +5,6 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define AF_INET6		10
-
 static void show_address(struct seq_file *seq, const struct in6_addr *addr, __u16 port)
 {
 	BPF_SEQ_PRINTF(seq, "%08X%08X%08X%08X:%04X ",

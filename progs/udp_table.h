@@ -31,9 +31,6 @@
 #include "sock.h"
 #include "namespaces.h"
 
-#define AF_INET		2
-#define AF_INET6	10
-
 /* Room kept for one line: /proc's longest (udp6, every number at its widest) is 206. */
 #define UDP_LINE_MAX	256
 /* Steps of one call's walk: every slot of the largest table, and then some. */
