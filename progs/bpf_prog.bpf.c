@@ -17,7 +17,6 @@ char LICENSE[] SEC("license") = "GPL";
 #define TYPE_NAME_SIZE 24
 #define MAX_FUNCTIONS 256		/* BPF_MAX_SUBPROGS */
 #define BPF_INSN_SIZE 8			/* sizeof(struct bpf_insn) */
-#define NSEC_PER_SEC 1000000000ULL
 
 /*
  * libbpf's prog_type_name[], indexed by enum bpf_prog_type. UAPI values never

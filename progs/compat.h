@@ -14,6 +14,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
+#include "constants.h"
 
 /* ==== udp, udp6: the kernel's UDP table and its iterator (udp_table.h) ==== */
 #ifndef ITERFS_COMPAT_UDP
@@ -266,8 +267,6 @@ static __always_inline __u64 bounded(__u64 value, __u64 max)
 #ifndef ITERFS_COMPAT_CRED
 #define ITERFS_COMPAT_CRED
 
-#define ITERFS_CAP_SYSLOG 34
-
 /*
  * 6.3, f122a08b197d ("capability: just use a 'u64' instead of a 'u32[2]'
  * array"): kernel_cap_t is one u64, `val`. Before, two u32 words, `cap[]`.
@@ -324,3 +323,255 @@ static __always_inline unsigned long mm_dumpable(struct mm_struct *mm)
 }
 
 #endif /* ITERFS_COMPAT_CRED */
+
+/* ==== task: /proc/<pid>/task/<tid>/stat and status (task.bpf.c) ==== */
+#ifndef ITERFS_COMPAT_TASK
+#define ITERFS_COMPAT_TASK
+
+/*
+ * 5.14, 2f064a59a11f ("sched: Change task_struct::state"): the task's state
+ * word is __state, an unsigned int. Before, `state`, a long.
+ */
+struct task_struct___state {
+	long state;
+} __attribute__((preserve_access_index));
+
+static __always_inline unsigned int task_state(struct task_struct *task)
+{
+	if (bpf_core_field_exists(task->__state))
+		return task->__state;
+	return BPF_CORE_READ((struct task_struct___state *)task, state);
+}
+
+/*
+ * 5.16, bcf9033e5449 ("sched: move CPU field back into thread_info if
+ * THREAD_INFO_IN_TASK=y"):
+ * task_cpu() reads thread_info.cpu. Before, task->cpu.
+ */
+struct task_struct___cpu {
+	unsigned int cpu;
+} __attribute__((preserve_access_index));
+
+struct thread_info___cpu {
+	__u32 cpu;
+} __attribute__((preserve_access_index));
+
+static __always_inline int task_cpu(struct task_struct *task)
+{
+	struct thread_info___cpu *info = (void *)&task->thread_info;
+
+	if (bpf_core_field_exists(info->cpu))
+		return info->cpu;
+	return BPF_CORE_READ((struct task_struct___cpu *)task, cpu);
+}
+
+/*
+ * 5.17, "kthread: Generalize pf_io_worker so it can point to struct kthread":
+ * a kernel thread's struct kthread is task->worker_private. Before, it was kept
+ * in task->set_child_tid.
+ */
+struct task_struct___set_child_tid {
+	int *set_child_tid;
+} __attribute__((preserve_access_index));
+
+static __always_inline void *kthread_of(struct task_struct *task)
+{
+	if (bpf_core_field_exists(task->worker_private))
+		return BPF_CORE_READ(task, worker_private);
+	return BPF_CORE_READ((struct task_struct___set_child_tid *)task, set_child_tid);
+}
+
+/*
+ * 5.17, d6986ce24fc0 ("kthread: dynamically allocate memory to store
+ * kthread's full name"): a
+ * kernel thread whose name is longer than comm keeps it whole in
+ * kthread->full_name. Before, only comm: NULL.
+ */
+static __always_inline const char *kthread_full_name(struct kthread *kthread)
+{
+	if (!bpf_core_field_exists(struct kthread, full_name))
+		return NULL;
+	return BPF_CORE_READ(kthread, full_name);
+}
+
+/*
+ * 6.2, f1a7941243c1 ("mm: convert mm's rss stats into percpu_counter"):
+ * mm->rss_stat[] are percpu_counters, whose count get_mm_counter() reads
+ * (percpu_counter_read_positive()). Before, atomic counters in
+ * mm->rss_stat.count[], read as they are, clamped at 0 (the threads' own caches
+ * are not added, in /proc neither).
+ */
+struct mm_rss_stat___atomic {
+	long count[4];
+} __attribute__((preserve_access_index));
+
+struct mm_struct___atomic_rss {
+	struct mm_rss_stat___atomic rss_stat;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 mm_rss_atomic(struct mm_struct *mm)
+{
+	struct mm_struct___atomic_rss *old = (void *)mm;
+	long counts[NR_MM_COUNTERS] = {};
+	__u64 rss = 0;
+
+	if (bpf_probe_read_kernel(counts, sizeof(counts),
+				  (void *)mm + bpf_core_field_offset(old->rss_stat)))
+		return 0;
+	for (int member = 0; member < NR_MM_COUNTERS; member++)
+		if (member != MM_SWAPENTS && counts[member] > 0)
+			rss += counts[member];
+	return rss;
+}
+
+/* get_mm_rss(mm) */
+static __always_inline __u64 mm_rss(struct mm_struct *mm)
+{
+	__u64 rss = 0;
+	__s64 count;
+	int member;
+
+	if (bpf_core_type_exists(struct mm_rss_stat___atomic))
+		return mm_rss_atomic(mm);
+	for (member = 0; member < NR_MM_COUNTERS; member++) {
+		if (member == MM_SWAPENTS)
+			continue;
+		count = mm->rss_stat[member].count;	/* percpu_counter_read_positive */
+		if (count > 0)
+			rss += count;
+	}
+	return rss;
+}
+
+#endif /* ITERFS_COMPAT_TASK */
+
+/* ==== sockets: what /proc/net prints of every socket (sock.h) ==== */
+#ifndef ITERFS_COMPAT_SOCK
+#define ITERFS_COMPAT_SOCK
+
+/*
+ * 6.18: the sock keeps its inode number, sk->sk_ino, which sock_i_ino()
+ * reads. Before, SOCK_INODE(sk->sk_socket)->i_ino; kernel sockets
+ * have an inode, no file.
+ */
+struct sock___sk_ino {
+	unsigned long sk_ino;
+} __attribute__((preserve_access_index));
+
+/* sock_i_ino() */
+static __always_inline unsigned long sock_inode(struct sock *sk)
+{
+	struct sock___sk_ino *with_ino = (void *)sk;
+	struct socket *sock;
+
+	if (bpf_core_field_exists(with_ino->sk_ino))
+		return BPF_CORE_READ(with_ino, sk_ino);
+	sock = BPF_CORE_READ(sk, sk_socket);
+	if (!sock)
+		return 0;
+	return BPF_CORE_READ(container_of(sock, struct socket_alloc, socket), vfs_inode.i_ino);
+}
+
+/*
+ * 6.18, struct numa_drop_counters: a socket may count its drops in two halves outside the sock,
+ * sk->sk_drop_counters, which sk_drops_read() adds up. Before, and for a socket
+ * without them, the atomic sk->sk_drops.
+ */
+struct numa_drop_counters___sk_drops {
+	atomic_t drops0;
+	atomic_t drops1;
+} __attribute__((preserve_access_index));
+
+struct sock___sk_drops {
+	struct numa_drop_counters___sk_drops *sk_drop_counters;
+} __attribute__((preserve_access_index));
+
+/* sk_drops_read() */
+static __always_inline unsigned int sock_drops(struct sock *sk)
+{
+	struct sock___sk_drops *with_counters = (void *)sk;
+	struct numa_drop_counters___sk_drops *counters = NULL;
+
+	if (bpf_core_field_exists(with_counters->sk_drop_counters))
+		counters = BPF_CORE_READ(with_counters, sk_drop_counters);
+	if (counters)
+		return BPF_CORE_READ(counters, drops0.counter) +
+		       BPF_CORE_READ(counters, drops1.counter);
+	return BPF_CORE_READ(sk, sk_drops.counter);
+}
+
+#endif /* ITERFS_COMPAT_SOCK */
+
+/* ==== tcp, tcp6: /proc/net/tcp and tcp6 (tcp.h) ==== */
+#ifndef ITERFS_COMPAT_TCP
+#define ITERFS_COMPAT_TCP
+
+/*
+ * 6.14: icsk->icsk_timeout is gone, the retransmit timer's own expires holds
+ * the deadline. Before, the deadline was that field of its own.
+ */
+struct inet_connection_sock___icsk_timeout {
+	unsigned long icsk_timeout;
+} __attribute__((preserve_access_index));
+
+static __always_inline unsigned long retransmit_deadline(struct inet_connection_sock *icsk)
+{
+	struct inet_connection_sock___icsk_timeout *old = (void *)icsk;
+
+	if (bpf_core_field_exists(old->icsk_timeout))
+		return BPF_CORE_READ(old, icsk_timeout);
+	return icsk->icsk_retransmit_timer.expires;
+}
+
+/*
+ * 6.18, keepalive on sk_timer: before, the keepalive timer is a field of the
+ * connection socket (icsk_keepalive_timer, in a union with MPTCP's
+ * mptcp_tout_timer), sk_timer stays idle for TCP, and /proc reads the field.
+ * 6.18 has no such field and runs keepalive on sk_timer.
+ */
+struct inet_connection_sock___icsk_keepalive_timer {
+	struct timer_list icsk_keepalive_timer;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct timer_list *keepalive_timer(struct inet_connection_sock *icsk)
+{
+	struct inet_connection_sock___icsk_keepalive_timer *old = (void *)icsk;
+
+	if (bpf_core_field_exists(old->icsk_keepalive_timer))
+		return __builtin_preserve_access_index(&old->icsk_keepalive_timer);
+	return &icsk->icsk_inet.sk.sk_timer;
+}
+
+/*
+ * The threshold of inet_csk_in_pingpong_mode(), which /proc's `quick` column
+ * tests icsk_ack.pingpong against. It was the #define TCP_PINGPONG_THRESH:
+ * 5.1, 4a41f453bedf ("tcp: change pingpong threshold to 3"), made it 3, and
+ * 5.19, 4d8f24eeedc5 (its revert, taken by the stable series too, 5.15.58
+ * among them), 1 again. 6.5, "tcp: Make pingpong threshold tunable": it is the
+ * network namespace's sysctl net.ipv4.tcp_pingpong_thresh (1 unless set),
+ * netns_ipv4.sysctl_tcp_pingpong_thresh, read here with CO-RE where it exists.
+ * Where it does not, the #define is 1: BTF cannot tell a kernel from 5.1 to
+ * 5.18 without the stable revert (3), nor can anything else a program reads,
+ * and every kernel iterfs is tested on (6.1 and later) has 1 or the field.
+ */
+#define TCP_PINGPONG_THRESH	1	/* since 4d8f24eeedc5, where not a sysctl */
+
+struct netns_ipv4___pingpong_thresh {
+	__u8 sysctl_tcp_pingpong_thresh;
+} __attribute__((preserve_access_index));
+
+struct net___pingpong_thresh {
+	struct netns_ipv4___pingpong_thresh ipv4;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u8 tcp_pingpong_thresh(struct sock *sk)
+{
+	struct net___pingpong_thresh *net;
+
+	if (!bpf_core_field_exists(struct netns_ipv4___pingpong_thresh, sysctl_tcp_pingpong_thresh))
+		return TCP_PINGPONG_THRESH;
+	net = (void *)BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	return BPF_CORE_READ(net, ipv4.sysctl_tcp_pingpong_thresh);
+}
+
+#endif /* ITERFS_COMPAT_TCP */

@@ -6,12 +6,12 @@
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
+#include "constants.h"
 
 /* No header and no numbering, so no session state: iterfs.h would only add its map. */
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define AF_INET6	10
 #define RTF_GATEWAY	0x0002
 
 /*

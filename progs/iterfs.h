@@ -7,6 +7,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 #include "pid.h"
+#include "constants.h"
 
 /*
  * A view of one's own (from /etc/iterfs/progs.d or --progs) is root's alone,
@@ -95,23 +96,41 @@ struct {
 	__type(value, struct session);
 } sessions SEC(".maps");
 
-static __always_inline struct session *session_get(struct bpf_iter_meta *meta)
+/*
+ * The entry of `map` (a hash keyed by session id) for the walk of `meta`: the
+ * one there, or one made from `fresh`, an expression evaluated only when there
+ * is none (libbpf-tools' bpf_map_lookup_or_try_init(), but with the value made
+ * only when it is needed). NULL where the map is full.
+ */
+#define session_entry(map, meta, fresh) ({					\
+	__u64 session_id_ = (meta)->session_id;					\
+	typeof(fresh) *entry_ = bpf_map_lookup_elem(map, &session_id_);		\
+										\
+	if (!entry_) {								\
+		typeof(fresh) fresh_ = (fresh);					\
+										\
+		bpf_map_update_elem(map, &session_id_, &fresh_, BPF_NOEXIST);	\
+		entry_ = bpf_map_lookup_elem(map, &session_id_);		\
+	}									\
+	entry_;									\
+})
+
+/* Deletes the entry of `map` for the walk of `meta`: the walk is over. */
+static __always_inline void session_entry_delete(void *map, struct bpf_iter_meta *meta)
 {
 	__u64 id = meta->session_id;
-	struct session *s = bpf_map_lookup_elem(&sessions, &id);
 
-	if (s)
-		return s;
-	struct session fresh = { .opened = opening_take(meta) };
-	bpf_map_update_elem(&sessions, &id, &fresh, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&sessions, &id);
+	bpf_map_delete_elem(map, &id);
+}
+
+static __always_inline struct session *session_get(struct bpf_iter_meta *meta)
+{
+	return session_entry(&sessions, meta, ((struct session){ .opened = opening_take(meta) }));
 }
 
 static __always_inline void session_end(struct bpf_iter_meta *meta)
 {
-	__u64 id = meta->session_id;
-
-	bpf_map_delete_elem(&sessions, &id);
+	session_entry_delete(&sessions, meta);
 }
 
 /*
@@ -145,9 +164,9 @@ extern int CONFIG_HZ __kconfig;
 static __always_inline __u64 jiffies_to_clock_t(__u64 jiffies)
 {
 	__u64 hz = (unsigned int)CONFIG_HZ;
-	__u64 tick_nsec = (1000000000ULL + hz / 2) / hz;
+	__u64 tick_nsec = (NSEC_PER_SEC + hz / 2) / hz;
 
-	return jiffies * tick_nsec / (1000000000ULL / 100);
+	return jiffies * tick_nsec / (NSEC_PER_SEC / USER_HZ);
 }
 
 static __always_inline __u64 jiffies_delta_to_clock_t(long delta)

@@ -12,6 +12,7 @@
  */
 #include "iterfs.h"
 #include "scratch.h"
+#include "bytes.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -21,8 +22,6 @@ char LICENSE[] SEC("license") = "GPL";
 #define NAME_SIZE 512			/* KSYM_NAME_LEN since 6.1 */
 #define MODULE_NAME_SIZE 64		/* MODULE_NAME_LEN is 56 on 64-bit */
 #define KSYM_LINE_SIZE 1024		/* room for the longest line, a power of two */
-#define ONES 0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
 
 struct ksym_line {
 	char text[KSYM_LINE_SIZE];
@@ -55,7 +54,7 @@ static __always_inline __u32 put_name(struct ksym_line *line, struct kallsym_ite
 		__u64 word = words[i];
 
 		*(__u64 *)&line->text[NAME_AT + 8 * i] = word;
-		if ((word - ONES) & ~word & HIGHS) {	/* a NUL in this word */
+		if (has_zero_byte(word)) {	/* a NUL in this word */
 			__u32 at = NAME_AT + 8 * i;
 
 			for (int j = 0; j < 7 && line->text[at]; j++)

@@ -65,8 +65,13 @@ static __attribute__((unused)) long uid_extent(__u64 i, void *data)
 	return 0;
 }
 
-/* from_kuid_munged(user_ns, kuid): map_id_up(), or the overflow uid if unmapped. */
-static __attribute__((unused)) __u32 uid_seen_from(__u64 user_ns, __u32 kuid)
+/*
+ * The kernel's from_kuid_munged(user_ns, kuid): map_id_up(), or the overflow
+ * uid if unmapped. A user_ns of 0 is the daemon's, the initial namespace, where
+ * a uid is its kuid: the tcp iterator's ctx->uid, which the kernel mapped into
+ * the iterator's creator's namespace, and every kuid for a walk told nothing.
+ */
+static __attribute__((unused)) __u32 from_kuid_munged(__u64 user_ns, __u32 kuid)
 {
 	struct user_namespace *ns = (void *)user_ns;
 	struct uid_lookup lookup = { .kuid = kuid, .uid = OVERFLOWUID };

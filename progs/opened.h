@@ -25,8 +25,6 @@
 #include "compat.h"
 #include "namespaces.h"
 
-#define ITERFS_CAP_SYS_PTRACE	19
-
 static __always_inline bool same_process_as_opened(struct opening *opened,
 						   struct task_struct *task)
 {
@@ -41,7 +39,7 @@ static __always_inline bool ptrace_readable(const struct cred *reader, struct ta
 	const struct cred *target = task->real_cred;
 	__u32 uid = BPF_CORE_READ(reader, fsuid.val), gid = BPF_CORE_READ(reader, fsgid.val);
 
-	if (cred_capable(reader, ITERFS_CAP_SYS_PTRACE))
+	if (cred_capable(reader, CAP_SYS_PTRACE))
 		return true;
 	if (!target || target->uid.val != uid || target->euid.val != uid ||
 	    target->suid.val != uid || target->gid.val != gid || target->egid.val != gid ||

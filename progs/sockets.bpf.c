@@ -42,18 +42,10 @@ char LICENSE[] SEC("license") = "GPL";
 #define OUT_MASK	(OUT_SIZE - 1)
 #define COMM_AT		1536	/* where a task's comm column is kept, past any line */
 #define NAME_SIZE	128	/* sun_path (108) and its NUL, rounded up */
-#define UNIX_PATH_MAX	108
 #define NETDEV_HASHENTRIES 256
 #define IFNAMSIZ	16
 #define ETH_P_ALL	3
 #define NETLINK_CONNECTED 1
-
-/* include/linux/socket.h */
-#define AF_UNIX		1
-#define AF_INET		2
-#define AF_INET6	10
-#define AF_NETLINK	16
-#define AF_PACKET	17
 
 struct scratch {
 	/* The last uid mapped, in this walk: from kuid to uid. */
@@ -600,7 +592,7 @@ static __always_inline __u32 socket_uid(struct scratch *s, struct session *sessi
 {
 	if (s->uid_session != session_id || s->kuid != kuid) {
 		s->uid_session = session_id;
-		s->uid = uid_seen_from(walk_user_ns(&session->opened, seq), kuid);
+		s->uid = from_kuid_munged(walk_user_ns(&session->opened, seq), kuid);
 		s->kuid = kuid;
 	}
 	return s->uid;

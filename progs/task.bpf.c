@@ -15,15 +15,15 @@
  */
 #include "iterfs.h"
 #include "text.h"
+#include "bytes.h"
 #include "scratch.h"
 #include "pid.h"
 #include "namespaces.h"
+#include "compat.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 #define NAME_SIZE 64			/* proc_task_name()'s buffer */
-#define NSEC_PER_SEC 1000000000ULL
-#define USER_HZ 100
 #define NSEC_PER_CLOCK_TICK (NSEC_PER_SEC / USER_HZ)
 
 /* include/linux/sched.h; constants, not in BTF */
@@ -38,31 +38,6 @@ char LICENSE[] SEC("license") = "GPL";
 #define PF_KTHREAD		0x00200000
 #define MAX_RT_PRIO		100
 #define DEFAULT_PRIO		120	/* nice 0 */
-
-/* Fields under the names older kernels gave them, for CO-RE. */
-struct task_struct___pre_5_14 {
-	long state;
-} __attribute__((preserve_access_index));
-
-struct task_struct___cpu_in_task {
-	unsigned int cpu;
-} __attribute__((preserve_access_index));
-
-struct thread_info___cpu_in_thread_info {
-	__u32 cpu;
-} __attribute__((preserve_access_index));
-
-struct task_struct___pre_5_17 {
-	int *set_child_tid;
-} __attribute__((preserve_access_index));
-
-struct mm_rss_stat___pre_6_2 {
-	long count[4];
-} __attribute__((preserve_access_index));
-
-struct mm_struct___pre_6_2 {
-	struct mm_rss_stat___pre_6_2 rss_stat;
-} __attribute__((preserve_access_index));
 
 /*
  * What depends only on the reader, worked out once per iterator session rather
@@ -264,10 +239,7 @@ static __always_inline char task_state_letter(struct task_struct *task)
 {
 	unsigned int state, report;
 
-	if (bpf_core_field_exists(task->__state))
-		state = task->__state;
-	else
-		state = BPF_CORE_READ((struct task_struct___pre_5_14 *)task, state);
+	state = task_state(task);
 	report = (state | task->exit_state) & TASK_REPORT;
 	if ((state & TASK_IDLE) == TASK_IDLE)
 		report = TASK_REPORT_IDLE;
@@ -285,15 +257,6 @@ static __always_inline char task_state_letter(struct task_struct *task)
 	return 'R';
 }
 
-static __always_inline int task_cpu(struct task_struct *task)
-{
-	struct thread_info___cpu_in_thread_info *info = (void *)&task->thread_info;
-
-	if (bpf_core_field_exists(info->cpu))
-		return info->cpu;
-	return BPF_CORE_READ((struct task_struct___cpu_in_task *)task, cpu);
-}
-
 /* timens_add_boottime_ns(): the boot time offset of the reader's time namespace. */
 static __always_inline __s64 boottime_offset_ns(void)
 {
@@ -305,53 +268,14 @@ static __always_inline __s64 boottime_offset_ns(void)
 	return offset.tv_sec * (__s64)NSEC_PER_SEC + offset.tv_nsec;
 }
 
-/*
- * Before 6.2 (f1a7941243c1, "mm: convert mm's rss stats into percpu_counter"):
- * atomic counters in mm->rss_stat.count[], which get_mm_counter() reads as they
- * are, clamped at 0 (the threads' own caches are not added, in /proc neither).
- */
-static __always_inline __u64 mm_rss_pre_6_2(struct mm_struct *mm)
-{
-	struct mm_struct___pre_6_2 *old = (void *)mm;
-	long counts[NR_MM_COUNTERS] = {};
-	__u64 rss = 0;
-
-	if (bpf_probe_read_kernel(counts, sizeof(counts),
-				  (void *)mm + bpf_core_field_offset(old->rss_stat)))
-		return 0;
-	for (int member = 0; member < NR_MM_COUNTERS; member++)
-		if (member != MM_SWAPENTS && counts[member] > 0)
-			rss += counts[member];
-	return rss;
-}
-
 /* get_mm_rss() of get_task_mm(task): none for kernel threads and exited tasks. */
 static __always_inline __u64 task_rss(struct task_struct *task)
 {
 	struct mm_struct *mm = task->mm;
-	__u64 rss = 0;
-	__s64 count;
-	int member;
 
 	if (!mm || task->flags & PF_KTHREAD)
 		return 0;
-	if (bpf_core_type_exists(struct mm_rss_stat___pre_6_2))
-		return mm_rss_pre_6_2(mm);
-	for (member = 0; member < NR_MM_COUNTERS; member++) {
-		if (member == MM_SWAPENTS)
-			continue;
-		count = mm->rss_stat[member].count;	/* percpu_counter_read_positive */
-		if (count > 0)
-			rss += count;
-	}
-	return rss;
-}
-
-static __always_inline void *kthread_of(struct task_struct *task)
-{
-	if (bpf_core_field_exists(task->worker_private))
-		return BPF_CORE_READ(task, worker_private);
-	return BPF_CORE_READ((struct task_struct___pre_5_17 *)task, set_child_tid);
+	return mm_rss(mm);
 }
 
 static const char no_text[] = "";
@@ -423,13 +347,13 @@ static __always_inline __u32 comm_copy(char *name, struct task_struct *task)
 static __always_inline __u32 task_name(char *name, struct task_struct *task)
 {
 	long length;
-	char *full_name = NULL;
+	const char *full_name = NULL;
 
 	if (task->flags & PF_WQ_WORKER) {
 		length = worker_name(name, task);
 	} else {
-		if (task->flags & PF_KTHREAD && bpf_core_field_exists(struct kthread, full_name))
-			full_name = BPF_CORE_READ((struct kthread *)kthread_of(task), full_name);
+		if (task->flags & PF_KTHREAD)
+			full_name = kthread_full_name(kthread_of(task));
 		if (full_name)
 			length = bpf_probe_read_kernel_str(name, NAME_SIZE, full_name);
 		else
@@ -442,18 +366,15 @@ static __always_inline __u32 task_name(char *name, struct task_struct *task)
 static __always_inline bool word_needs_escape(struct scratch *s, __u32 offset, __u32 length)
 {
 	__u64 word = *(__u64 *)&s->name[offset];
-	__u64 newline = word ^ 0x0a0a0a0a0a0a0a0aULL;
-	__u64 backslash = word ^ 0x5c5c5c5c5c5c5c5cULL;
+	__u64 newline = word ^ EVERY_BYTE('\n');
+	__u64 backslash = word ^ EVERY_BYTE('\\');
 	__u64 past_end = 0;
 
 	if (offset >= length)
 		return false;
 	if (length - offset < 8)	/* bytes past the end never match */
 		past_end = ~0ULL << ((length - offset) * 8);
-	newline |= past_end;
-	backslash |= past_end;
-	return ((newline - 0x0101010101010101ULL) & ~newline & 0x8080808080808080ULL) ||
-	       ((backslash - 0x0101010101010101ULL) & ~backslash & 0x8080808080808080ULL);
+	return has_zero_byte(newline | past_end) || has_zero_byte(backslash | past_end);
 }
 
 struct name_escape {
@@ -462,7 +383,7 @@ struct name_escape {
 };
 
 /* As status's seq_escape_str(..., ESCAPE_SPACE | ESCAPE_SPECIAL, "\n\\"). */
-static long escape_char(__u32 index, struct name_escape *e)
+static long escape_name_char(__u32 index, struct name_escape *e)
 {
 	struct scratch *s = scratch();
 	__u32 out = e->written;
@@ -577,7 +498,7 @@ int task(struct bpf_iter__task *ctx)
 		       column_usable(&p->threads) && column_usable(&p->rss);
 	same_uid = same_process && p->uid_valid && p->uid == uid && column_usable(&p->uid_text);
 	if (!same_uid && (!s->reader.have_uid || s->reader.uid != uid)) {
-		s->reader.mapped_uid = uid_seen_from(s->reader.user_ns, uid);
+		s->reader.mapped_uid = from_kuid_munged(s->reader.user_ns, uid);
 		s->reader.uid = uid;
 		s->reader.have_uid = true;
 	}
@@ -675,7 +596,7 @@ int task(struct bpf_iter__task *ctx)
 	}
 	bpf_seq_write(seq, s->line.text, at);
 	escape.length = length;
-	bpf_loop(NAME_SIZE, escape_char, &escape, 0);
+	bpf_loop(NAME_SIZE, escape_name_char, &escape, 0);
 	bpf_seq_write(seq, s->escaped, escape.written & (sizeof(s->escaped) - 1));
 	bpf_seq_write(seq, "\n", 1);
 	return 0;

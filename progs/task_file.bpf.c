@@ -9,10 +9,10 @@
 #include "opened.h"
 #include "text.h"
 #include "scratch.h"
+#include "paths.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define PATH_SIZE 4096
 #define O_CLOEXEC 02000000
 #define FLAGS_WIDTH 10
 #define BITS_PER_LONG 64
@@ -39,13 +39,10 @@ struct scratch {
 	/* A line goes out in one write: its numbers, copied to end where the path
 	 * begins, then the path bpf_d_path() found, its NUL made the newline. */
 	char numbers[NUMBERS_SIZE];
-	char path[PATH_SIZE];
-	char escaped[PATH_SIZE * 4];
+	struct path_buffer path;	/* paths.h */
 };
 
 PER_THREAD_SCRATCH(struct scratch)
-
-#include "paths.h"
 
 /* f_flags as fdinfo shows them: with O_CLOEXEC when the fd is close-on-exec. */
 static __always_inline unsigned int fdinfo_flags(struct cloexec_word *cloexec,
@@ -142,18 +139,18 @@ int task_file(struct bpf_iter__task_file *ctx)
 	at = put_number(&s->line, at, fdinfo_flags(&s->cloexec, task, file, ctx->fd),
 			NUMBER(FLAGS_WIDTH, 8, '0'));
 	at = put_signed(&s->line, at, pos, 10);
-	length = bpf_d_path((struct path *)&file->f_path, s->path, sizeof(s->path));
+	length = bpf_d_path((struct path *)&file->f_path, s->path.text, sizeof(s->path.text));
 	if (length <= 0) {
 		bpf_seq_write(seq, s->line.text, at & (LINE_SIZE - 1));
 		BPF_SEQ_PRINTF(seq, "?\n");
 		return 0;
 	}
 	length--;	/* without the terminating NUL */
-	if (!has_newline(s, length) && at < NUMBERS_SIZE) {
+	if (!has_newline(&s->path, length) && at < NUMBERS_SIZE) {
 		/* The usual case: numbers, path and newline in one write. */
 		numbers_before_path(s, at);
 		path_length = length & (PATH_SIZE - 1);
-		s->path[path_length] = '\n';
+		s->path.text[path_length] = '\n';
 		/* Masks the verifier sees: 0 < at < NUMBERS_SIZE already. */
 		start = (NUMBERS_SIZE - at) & (NUMBERS_SIZE - 1);
 		size = (at + path_length + 1) & (2 * PATH_SIZE - 1);
@@ -161,7 +158,8 @@ int task_file(struct bpf_iter__task_file *ctx)
 		return 0;
 	}
 	bpf_seq_write(seq, s->line.text, at & (LINE_SIZE - 1));
-	bpf_seq_write(seq, s->escaped, escape_path(length) & (sizeof(s->escaped) - 1));
+	bpf_seq_write(seq, s->path.escaped,
+		      escape_path(&s->path, length) & (sizeof(s->path.escaped) - 1));
 	bpf_seq_write(seq, "\n", 1);
 	return 0;
 }

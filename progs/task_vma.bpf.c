@@ -24,13 +24,13 @@
 #include "scratch.h"
 #include "compat.h"
 #include "opened.h"
+#include "paths.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define PATH_SIZE 4096
-#define LINE_SIZE 128
+#define HEADER_SIZE 128		/* the line up to its name */
 #define NAME_SIZE 128
-#define BUILT_END (2 * PATH_SIZE)	/* where the path being built ends in s->escaped */
+#define BUILT_END (2 * PATH_SIZE)	/* where the path being built ends in s->path.escaped */
 #define NAME_COLUMN 72		/* seq_setwidth(m, 25 + sizeof(void *) * 6 - 1) */
 
 #define VM_READ 0x1
@@ -108,22 +108,19 @@ struct path_walk {
 	__u64 mount;
 	__u64 root_dentry;
 	__u64 root_mnt;
-	__u32 start;		/* the path so far is s->escaped[start, BUILT_END) */
+	__u32 start;		/* the path so far is s->path.escaped[start, BUILT_END) */
 	bool escaped;		/* above its mount's root: d_path() gives "/" */
 	bool too_long;
 };
 
 struct scratch {
 	struct path_walk walk;
-	char line[LINE_SIZE];
+	char line[HEADER_SIZE];
 	char name[NAME_SIZE];
-	char path[PATH_SIZE];
-	char escaped[PATH_SIZE * 4];
+	struct path_buffer path;	/* paths.h */
 };
 
 PER_THREAD_SCRATCH(struct scratch)
-
-#include "paths.h"
 
 /*
  * ALL, TID or TGID: how the iterator was attached. The program is not told,
@@ -138,18 +135,6 @@ static __always_inline int iterator_type(struct seq_file *seq)
 		return BPF_TASK_ITER_ALL;	/* before 6.1: no linfo, always all */
 	common = BPF_CORE_READ(seq, private);
 	return BPF_CORE_READ(common, type);
-}
-
-static __always_inline struct walk *walk_get(struct bpf_iter_meta *meta)
-{
-	__u64 id = meta->session_id;
-	struct walk *w = bpf_map_lookup_elem(&walks, &id);
-
-	if (w)
-		return w;
-	struct walk fresh = { .type = iterator_type(meta->seq) };
-	bpf_map_update_elem(&walks, &id, &fresh, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&walks, &id);
 }
 
 /*
@@ -220,19 +205,19 @@ static __always_inline long write_header(struct seq_file *seq, struct scratch *s
 	s->name[4] = 0;
 	if (type == BPF_TASK_ITER_ALL)
 		prefix = (BPF_SNPRINTF(s->line, 16, "%u ", tgid) - 1) & 15;
-	written = BPF_SNPRINTF(&s->line[prefix], LINE_SIZE - 16, "%08lx-%08lx %s %08llx %02x:%02x %lu ",
+	written = BPF_SNPRINTF(&s->line[prefix], HEADER_SIZE - 16, "%08lx-%08lx %s %08llx %02x:%02x %lu ",
 			       h->start, h->end, s->name, h->pgoff, h->dev >> MINORBITS,
 			       h->dev & ((1U << MINORBITS) - 1), h->ino);
-	length = prefix + ((written - 1) & (LINE_SIZE - 1));
+	length = prefix + ((written - 1) & (HEADER_SIZE - 1));
 	if (!named) {
-		s->line[length & (LINE_SIZE - 1)] = '\n';
-		return bpf_seq_write(seq, s->line, (length + 1) & (LINE_SIZE - 1));
+		s->line[length & (HEADER_SIZE - 1)] = '\n';
+		return bpf_seq_write(seq, s->line, (length + 1) & (HEADER_SIZE - 1));
 	}
 	if (length < prefix + NAME_COLUMN)
 		pad = prefix + NAME_COLUMN - length;
-	pad = (pad + 1) & (LINE_SIZE - 1);
-	bpf_probe_read_kernel(&s->line[length & (LINE_SIZE - 1)], pad, spaces);
-	return bpf_seq_write(seq, s->line, (length + pad) & (LINE_SIZE - 1));
+	pad = (pad + 1) & (HEADER_SIZE - 1);
+	bpf_probe_read_kernel(&s->line[length & (HEADER_SIZE - 1)], pad, spaces);
+	return bpf_seq_write(seq, s->line, (length + pad) & (HEADER_SIZE - 1));
 }
 
 /* The gate VMA's line, for the mm that `mark` describes, if it has one. */
@@ -293,16 +278,17 @@ static long prepend_name(__u32 index, void *unused)
 		return 1;
 	}
 	start -= name.len;
-	bpf_probe_read_kernel(&s->escaped[start & (BUILT_END - 1)], name.len & NAME_MAX, name.name);
+	bpf_probe_read_kernel(&s->path.escaped[start & (BUILT_END - 1)], name.len & NAME_MAX, name.name);
 	start--;
-	s->escaped[start & (BUILT_END - 1)] = '/';
+	s->path.escaped[start & (BUILT_END - 1)] = '/';
 	w->start = start;
 	w->dentry = (__u64)parent;
 	return 0;
 }
 
 /*
- * d_path() of a dentry that its filesystem names (d_op->d_dname), into s->path
+ * d_path() of a dentry that its filesystem names (d_op->d_dname), into
+ * s->path.text
  * as the d_dname function formats it; what bpf_snprintf() returns (the length
  * with the NUL), 0 for a function the program does not know.
  */
@@ -312,13 +298,13 @@ static __always_inline long dname(struct scratch *s, struct dentry *dentry, __u6
 
 	/* fs/d_path.c: simple_dname(), for alloc_file_pseudo()'s files */
 	if (d_dname == (__u64)&simple_dname)
-		return BPF_SNPRINTF(s->path, sizeof(s->path), "/%s (deleted)", name);
+		return BPF_SNPRINTF(s->path.text, sizeof(s->path.text), "/%s (deleted)", name);
 	/* fs/anon_inodes.c: anon_inodefs_dname() */
 	if (d_dname == (__u64)&anon_inodefs_dname)
-		return BPF_SNPRINTF(s->path, sizeof(s->path), "anon_inode:%s", name);
+		return BPF_SNPRINTF(s->path.text, sizeof(s->path.text), "anon_inode:%s", name);
 	/* net/socket.c: sockfs_dname() */
 	if (d_dname == (__u64)&sockfs_dname)
-		return BPF_SNPRINTF(s->path, sizeof(s->path), "socket:[%lu]",
+		return BPF_SNPRINTF(s->path.text, sizeof(s->path.text), "socket:[%lu]",
 				    BPF_CORE_READ(dentry, d_inode, i_ino));
 	/* drivers/dma-buf/dma-buf.c: dmabuffs_dname(), the name DMA_BUF_SET_NAME gave */
 	if (bpf_core_type_exists(struct dma_buf) && d_dname == (__u64)&dmabuffs_dname) {
@@ -326,34 +312,35 @@ static __always_inline long dname(struct scratch *s, struct dentry *dentry, __u6
 		const char *dmabuf_name = BPF_CORE_READ(dmabuf, name);
 
 		if (!dmabuf_name)
-			return BPF_SNPRINTF(s->path, sizeof(s->path), "/%s:", name);
-		return BPF_SNPRINTF(s->path, sizeof(s->path), "/%s:%s", name, dmabuf_name);
+			return BPF_SNPRINTF(s->path.text, sizeof(s->path.text), "/%s:", name);
+		return BPF_SNPRINTF(s->path.text, sizeof(s->path.text), "/%s:%s", name,
+				    dmabuf_name);
 	}
 	return 0;
 }
 
 /*
- * The path in s->path, `length` bytes, as seq_path(m, path, "\n") writes it,
- * and the newline: in s->path, or with a '\n' written \012 in s->escaped.
- * Returns the length; negated where the text is in s->escaped.
+ * The path in s->path.text, `length` bytes, as seq_path(m, path, "\n") writes it,
+ * and the newline: in s->path.text, or with a '\n' written \012 in s->path.escaped.
+ * Returns the length; negated where the text is in s->path.escaped.
  */
 static __always_inline long end_path(struct scratch *s, __u32 length)
 {
 	__u32 written;
 
 	length &= PATH_SIZE - 1;
-	if (!has_newline(s, length)) {
-		s->path[length] = '\n';
+	if (!has_newline(&s->path, length)) {
+		s->path.text[length] = '\n';
 		return length + 1;
 	}
-	written = escape_path(length) & (sizeof(s->escaped) - 1);
-	s->escaped[written] = '\n';
+	written = escape_path(&s->path, length) & (sizeof(s->path.escaped) - 1);
+	s->path.escaped[written] = '\n';
 	return -(long)(written + 1);
 }
 
 /*
  * A mapped file's name, the path (dentry, mnt) as d_path() gives it, in
- * s->path or s->escaped: end_path(). bpf_d_path() is not used: it takes only
+ * s->path.text or s->path.escaped: end_path(). bpf_d_path() is not used: it takes only
  * a pointer the verifier trusts, and whether it trusts vma->vm_file changes
  * from one kernel build to another. So this does what d_path() does: a dentry
  * its filesystem names itself (a file never linked anywhere) gets that name,
@@ -397,12 +384,13 @@ __noinline long file_path(struct scratch *s, __u64 dentry_address, __u64 mnt_add
 		return 0;
 	if (w->escaped || start == BUILT_END) {
 		start = BUILT_END - 1;
-		s->escaped[start & (BUILT_END - 1)] = '/';
+		s->path.escaped[start & (BUILT_END - 1)] = '/';
 	}
 	length = BUILT_END - start;
-	bpf_probe_read_kernel(s->path, length & (PATH_SIZE - 1), &s->escaped[start & (BUILT_END - 1)]);
+	bpf_probe_read_kernel(s->path.text, length & (PATH_SIZE - 1),
+			      &s->path.escaped[start & (BUILT_END - 1)]);
 	if (deleted && length + 10 < PATH_SIZE) {
-		__builtin_memcpy(&s->path[length & (PATH_SIZE - 1)], " (deleted)", 10);
+		__builtin_memcpy(&s->path.text[length & (PATH_SIZE - 1)], " (deleted)", 10);
 		length += 10;
 	}
 	return end_path(s, length);
@@ -415,9 +403,9 @@ static __always_inline void write_path(struct seq_file *seq, struct scratch *s,
 	long length = file_path(s, (__u64)dentry, (__u64)mnt);
 
 	if (length > 0)
-		bpf_seq_write(seq, s->path, ((length - 1) & (PATH_SIZE - 1)) + 1);
+		bpf_seq_write(seq, s->path.text, ((length - 1) & (PATH_SIZE - 1)) + 1);
 	else if (length < 0)
-		bpf_seq_write(seq, s->escaped, -length & (sizeof(s->escaped) - 1));
+		bpf_seq_write(seq, s->path.escaped, -length & (sizeof(s->path.escaped) - 1));
 	else
 		bpf_seq_write(seq, "?\n", 2);	/* longer than PATH_MAX, or unknown */
 }
@@ -530,7 +518,7 @@ int task_vma(struct bpf_iter__task_vma *ctx)
 	struct walk *w;
 	int type;
 
-	w = walk_get(meta);
+	w = session_entry(&walks, meta, ((struct walk){ .type = iterator_type(seq) }));
 	if (!w)
 		return 0;
 	session = session_get(meta);
@@ -539,9 +527,7 @@ int task_vma(struct bpf_iter__task_vma *ctx)
 		/* The final call. Kept if its line did not fit: it is called again. */
 		before = w->after_last;
 		if (!write_gate(seq, type, &before)) {
-			__u64 id = meta->session_id;
-
-			bpf_map_delete_elem(&walks, &id);
+			session_entry_delete(&walks, meta);
 			session_end(meta);
 		}
 		return 0;

@@ -5,7 +5,6 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define AF_INET		2
 /* tcp4_seq_show pads every line, the header too, to TMPSZ - 1 before its newline. */
 #define TMPSZ		150
 
@@ -99,12 +98,12 @@ int tcp(struct bpf_iter__tcp *ctx)
 		req = bpf_skc_to_tcp_request_sock(skc);
 		if (!req)
 			return 0;
-		show_request(seq, req, sl, reader_uid(session, ctx->uid));
+		show_request(seq, req, sl, from_kuid_munged(session->opened.user_ns, ctx->uid));
 	} else {
 		tp = bpf_skc_to_tcp_sock(skc);
 		if (!tp)
 			return 0;
-		show_socket(seq, tp, sl, reader_uid(session, ctx->uid));
+		show_socket(seq, tp, sl, from_kuid_munged(session->opened.user_ns, ctx->uid));
 	}
 	seq_pad(seq, line_start);
 	return 0;

@@ -10,56 +10,17 @@
 #include "iterfs.h"
 #include "sock.h"
 #include "namespaces.h"
+#include "compat.h"
 
 #define ICSK_TIME_RETRANS	1
 #define ICSK_TIME_PROBE0	3
 #define ICSK_TIME_LOSS_PROBE	5
 #define ICSK_TIME_REO_TIMEOUT	6
 #define TCP_INFINITE_SSTHRESH	0x7fffffff
-#define TCP_PINGPONG_THRESH	1
-
-/* Kernels before 6.14 kept the retransmit deadline in its own field. */
-struct inet_connection_sock___icsk_timeout {
-	unsigned long icsk_timeout;
-} __attribute__((preserve_access_index));
-
-static __always_inline unsigned long retransmit_deadline(struct inet_connection_sock *icsk)
-{
-	struct inet_connection_sock___icsk_timeout *old = (void *)icsk;
-
-	if (bpf_core_field_exists(old->icsk_timeout))
-		return BPF_CORE_READ(old, icsk_timeout);
-	return icsk->icsk_retransmit_timer.expires;
-}
-
-/* The uid column: the kernel maps it into the iterator's creator's user namespace,
- * the daemon's, which is the initial one (only it may load programs): the
- * kuid. A reader elsewhere sees it as its own namespace maps it. */
-static __always_inline uid_t reader_uid(struct session *session, uid_t uid)
-{
-	return session->opened.user_ns ? uid_seen_from(session->opened.user_ns, uid) : uid;
-}
 
 static __always_inline bool timer_pending(const struct timer_list *timer)
 {
 	return timer->entry.pprev != NULL;
-}
-
-/* Before 6.18 the keepalive timer is a field of the connection socket
- * (icsk_keepalive_timer, in a union with MPTCP's mptcp_tout_timer), and
- * sk_timer stays idle for TCP; /proc reads the field. 6.18 has no such
- * field and runs keepalive on sk_timer. */
-struct inet_connection_sock___icsk_keepalive_timer {
-	struct timer_list icsk_keepalive_timer;
-} __attribute__((preserve_access_index));
-
-static __always_inline struct timer_list *keepalive_timer(struct inet_connection_sock *icsk)
-{
-	struct inet_connection_sock___icsk_keepalive_timer *old = (void *)icsk;
-
-	if (bpf_core_field_exists(old->icsk_keepalive_timer))
-		return __builtin_preserve_access_index(&old->icsk_keepalive_timer);
-	return &icsk->icsk_inet.sk.sk_timer;
 }
 
 /* A full socket, from `st` on: get_tcp4_sock and get_tcp6_sock. */
@@ -107,7 +68,7 @@ static void tcp_show_sock_fields(struct seq_file *seq, struct tcp_sock *tp, uid_
 		       jiffies_to_clock_t(icsk->icsk_rto),
 		       jiffies_to_clock_t(BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ack.ato)),
 		       (icsk->icsk_ack.quick << 1) |
-				(icsk->icsk_ack.pingpong >= TCP_PINGPONG_THRESH),
+				(icsk->icsk_ack.pingpong >= tcp_pingpong_thresh(sk)),
 		       tp->snd_cwnd,
 		       state == TCP_LISTEN ? icsk->icsk_accept_queue.fastopenq.max_qlen :
 		       (tp->snd_ssthresh >= TCP_INFINITE_SSTHRESH ? -1 : tp->snd_ssthresh));

@@ -5,8 +5,6 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define AF_INET6		10
-
 static void show_address(struct seq_file *seq, const struct in6_addr *addr, __u16 port)
 {
 	BPF_SEQ_PRINTF(seq, "%08X%08X%08X%08X:%04X ",
@@ -85,11 +83,11 @@ int tcp6(struct bpf_iter__tcp *ctx)
 	} else if (skc->skc_state == TCP_NEW_SYN_RECV) {
 		req = bpf_skc_to_tcp_request_sock(skc);
 		if (req)
-			show_request(seq, req, sl, reader_uid(session, ctx->uid));
+			show_request(seq, req, sl, from_kuid_munged(session->opened.user_ns, ctx->uid));
 	} else {
 		tp6 = bpf_skc_to_tcp6_sock(skc);
 		if (tp6)
-			show_socket(seq, tp6, sl, reader_uid(session, ctx->uid));
+			show_socket(seq, tp6, sl, from_kuid_munged(session->opened.user_ns, ctx->uid));
 	}
 	return 0;
 }

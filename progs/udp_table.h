@@ -31,9 +31,6 @@
 #include "sock.h"
 #include "namespaces.h"
 
-#define AF_INET		2
-#define AF_INET6	10
-
 /* Room kept for one line: /proc's longest (udp6, every number at its widest) is 206. */
 #define UDP_LINE_MAX	256
 /* Steps of one call's walk: every slot of the largest table, and then some. */
@@ -271,7 +268,7 @@ __noinline int udp_line_fill(__u64 sk_address, const struct udp_line_source *sou
 	else
 		udp_line_probe(sk_address, source->family, line);
 	line->sk = sk_address;
-	line->uid = uid_seen_from(source->user_ns, line->uid);
+	line->uid = from_kuid_munged(source->user_ns, line->uid);
 	line->ref -= iterator_references(source, sk_address);
 	line->inode = sock_inode(sk);
 	line->drops = sock_drops(sk);
@@ -346,28 +343,16 @@ static long udp_walk_step(__u64 step, void *data)
 	return 0;
 }
 
-static __always_inline struct udp_walk *udp_walk_get(struct bpf_iter_meta *meta)
-{
-	__u64 id = meta->session_id;
-	struct udp_walk *walk = bpf_map_lookup_elem(&udp_walks, &id);
-
-	if (walk)
-		return walk;
-	/* Tells the daemon the session's id; the daemon tells the reader's user namespace. */
-	struct udp_walk fresh = { .user_ns = opening_take(meta).user_ns };
-	bpf_map_update_elem(&udp_walks, &id, &fresh, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&udp_walks, &id);
-}
-
 static __always_inline int udp_table_show(struct bpf_iter__udp *ctx, int family)
 {
 	struct bpf_iter_meta *meta = ctx->meta;
 	struct seq_file *seq = meta->seq;
-	struct udp_walk *walk = udp_walk_get(meta);
+	/* Tells the daemon the session's id; the daemon tells the reader's user namespace. */
+	struct udp_walk *walk = session_entry(&udp_walks, meta,
+		((struct udp_walk){ .user_ns = opening_take(meta).user_ns }));
 	struct seq_net_private *private;
 	struct udp_table *table;
 	bool final = !ctx->udp_sk;
-	__u64 id = meta->session_id;
 	__u64 used = seq->count;
 	struct net *net;
 
@@ -426,7 +411,7 @@ static __always_inline int udp_table_show(struct bpf_iter__udp *ctx, int family)
 	 * calls print nothing; the daemon deletes it at close.
 	 */
 	if (final && udp_iter_batches())
-		bpf_map_delete_elem(&udp_walks, &id);
+		session_entry_delete(&udp_walks, meta);
 	return 0;
 }
 

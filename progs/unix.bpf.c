@@ -25,7 +25,6 @@
 char LICENSE[] SEC("license") = "GPL";
 
 #define __SO_ACCEPTCON		(1 << 16)
-#define UNIX_PATH_MAX		108
 #define NAME_WORDS		((UNIX_PATH_MAX + 1 + 7) / 8)	/* sun_path and a NUL */
 /* "%pK: %08X %08X %08X %04X %02X %5lu" is at most 73 bytes and its NUL. */
 #define PREFIX_SIZE		96
