@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from conftest import read_all, run, until
-from fakes import SEQ_BUFFER, content
+from fakes import SEQ_BUFFER, ManualPool, content
 from iterfs import streaming
 from iterfs.streaming import INTERACTIVE_BYTES, READ_AHEAD, READ_CHUNK, Budget, Lane
 
@@ -199,6 +199,33 @@ async def test_close_never_waits_for_a_walk_the_kernel_holds_up(kit):
 
 
 @run
+async def test_close_while_a_seek_skips_leaves_the_stream_to_it(kit):
+    """A seek far ahead skips in a worker thread (fill): a release meanwhile
+    must not close the stream under it; the worker closes it when done."""
+    data = content(4 * MiB)
+    gate = kit.gate()
+    lane = kit.lane()
+    opened, reader = kit.open(data, lane=lane, gate=gate)
+    assert await opened.read(0, 4096) == data[:4096]
+    await pump_resting(opened)
+    gate.close()
+    stream = reader.streams[0]
+
+    async def close_soon():
+        await until(lambda: gate.waiting == 1, what="the seek skips")
+        opened.close()
+        assert not stream.closed
+        gate.open()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(close_soon)
+        with pytest.raises(OSError) as raised:
+            await opened.read(3 * MiB, 4096)
+    assert raised.value.errno == errno.EBADF
+    await until(lambda: stream.closed, what="the worker closes the stream")
+    assert_closed(opened, reader, lane)
+
+
+@run
 async def test_close_fails_a_read_that_waits(kit):
     gate = kit.gate(allowed=0)
     opened, reader = kit.open(content(MiB), gate=gate)
@@ -314,3 +341,50 @@ async def test_random_reads_and_seeks_all_get_the_right_bytes(kit, monkeypatch):
     await until(lambda: all(s.closed for s in reader.streams), what="every walk closed")
     assert_closed(opened, reader, lane)
 
+
+
+@run
+async def test_a_seek_waits_for_the_pump_that_took_over_in_the_lowered_pool(kit):
+    """A pump that streams hands over to the lowered pool's threads. Its
+    successor, or a pump the event loop started after it, is the one a seek
+    must wait for: here the handing-over thread is slow to come back from its
+    submit, while a pump started after it reads. The seek must not walk again
+    (closing the stream) under that reader."""
+    interactive, lowered = ManualPool(), ManualPool()
+    lane = kit.lane()
+    lane.interactive, lane.streaming = interactive, lowered
+    data = content(2 * MiB)
+    first_walk = kit.gate(allowed=1)
+    opened, reader = kit.open(data, lane=lane,
+                              gate=lambda walk: first_walk if walk == 0 else None)
+    lowered.hold_submits(1.0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(opened.read, 0, SEQ_BUFFER)
+        await until(lambda: interactive.pending == 1, what="the first pump is asked for")
+        interactive.run_next()
+    # The first pump reads on past INTERACTIVE_BYTES, and hands over.
+    first_walk.allow(INTERACTIVE_BYTES // SEQ_BUFFER)
+    await until(lambda: lowered.held_submits == 1, what="the pump hands over")
+    # Its successor fills the read-ahead and rests.
+    first_walk.allow(READ_AHEAD // SEQ_BUFFER - INTERACTIVE_BYTES // SEQ_BUFFER)
+    successor = lowered.run_next()
+    await until(successor.future.done, seconds=3, what="the successor rests")
+    # A read makes room: the event loop starts a pump, which blocks in the walk.
+    assert await opened.read(SEQ_BUFFER, SEQ_BUFFER) == data[SEQ_BUFFER:2 * SEQ_BUFFER]
+    lowered.release()
+    await until(lambda: all(job.future.done() for job in interactive.jobs),
+                what="the first pump ends")
+    lowered.run_all()
+    await until(lambda: first_walk.waiting == 1, what="the last pump reads")
+
+    async def let_the_walk_go():
+        await trio.sleep(0.3)
+        first_walk.open()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(let_the_walk_go)
+        assert await opened.read(0, 100) == data[:100]
+    assert await read_all(opened, 65536, 100) == data[100:]
+    opened.close()
+    lowered.join()
+    assert_closed(opened, reader, lane)
