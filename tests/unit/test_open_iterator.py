@@ -102,6 +102,25 @@ async def test_a_seek_back_walks_again_from_the_start(kit):
 
 
 @run
+async def test_a_seek_stops_the_pump_at_its_next_chunk(kit):
+    """A seek waits for the read the kernel is in, not for the read-ahead."""
+    data = content(4 * MiB)
+    gate = kit.gate(allowed=1)
+    opened, reader = kit.open(data, gate=lambda walk: gate if walk == 0 else None)
+    assert await opened.read(0, 4096) == data[:4096]
+    await until(lambda: gate.waiting == 1, what="the pump reads on")
+
+    async def let_the_walk_go():
+        await trio.sleep(0.1)
+        gate.open()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(let_the_walk_go)
+        assert await opened.read(100, 10) == data[100:110]
+    assert reader.streams[0].position == 2 * SEQ_BUFFER
+    opened.close()
+
+
+@run
 async def test_reads_larger_than_the_read_ahead_are_answered_whole(kit):
     data = content(3 * MiB)
     opened, _ = kit.open(data)
@@ -235,7 +254,7 @@ async def test_close_fails_a_read_that_waits(kit):
         opened.close()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(close_soon)
-        with pytest.raises(OSError) as raised:
+        with pytest.raises(OSError) as raised, trio.fail_after(2):     # not when the walk goes on
             await opened.read(0, 4096)
     assert raised.value.errno == errno.EBADF
     gate.open()
