@@ -1,5 +1,6 @@
 # iterfs: `make run` mounts at $(MOUNTPOINT), `make test` runs the test suite.
 # Both set everything up first; set-up is idempotent and quick once done.
+# `make unit` runs the unit tier alone, anywhere: no root, kernel or mount.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -7,6 +8,10 @@ SHELL := /bin/bash
 MOUNTPOINT ?= /iterfs
 PYTHON ?= python3
 VENV := .venv
+# The unit tier's own environment: packages from the registry only, none of the
+# system's (no libfuse3 to build pyfuse3 against: what needs it is skipped).
+UNIT_VENV := .venv-unit
+UNIT_PACKAGES := "trio>=0.23" "cffi>=1.15" "pytest>=7"
 BUILD := build
 BTF := /sys/kernel/btf/vmlinux
 
@@ -39,11 +44,12 @@ DESTDIR ?=
 LIBDIR := $(PREFIX)/lib/iterfs
 UNITDIR := $(PREFIX)/lib/systemd/system
 
-.PHONY: help setup system venv programs run test test-kernels bench install clean FORCE
+.PHONY: help setup system venv programs run test unit test-kernels bench install clean FORCE
 
 help:
 	@echo "make run    set up, then mount iterfs at $(MOUNTPOINT) in the foreground"
-	@echo "make test   set up, then run the test suite"
+	@echo "make test   set up, then run the test suite: the unit tier, then the rest"
+	@echo "make unit   the unit tier alone, on any machine, as any user (tests/unit)"
 	@echo "make test-kernels  the kernel-dependent tests on this kernel and, in QEMU,"
 	@echo "            on Debian 12's 6.1 and 6.12 cloud kernels (see README, Kernels)"
 	@echo "make bench  set up, then run the benchmarks in bench/"
@@ -107,8 +113,19 @@ run: setup
 	@mkdir -p $(MOUNTPOINT)
 	$(VENV)/bin/python mount.py $(MOUNTPOINT)
 
+# The unit tier first: seconds, and what it finds broken is found before the
+# mounts. tests/unit/pytest.ini keeps tests/conftest.py (kernel probes) out of it.
 test: setup
-	$(VENV)/bin/python -m pytest -rs tests
+	$(VENV)/bin/python -m pytest -rs tests/unit
+	$(VENV)/bin/python -m pytest -rs tests --ignore=tests/unit
+
+unit: $(UNIT_VENV)/.installed
+	$(UNIT_VENV)/bin/python -m pytest -rs tests/unit
+
+$(UNIT_VENV)/.installed: Makefile
+	[ -x $(UNIT_VENV)/bin/python ] || $(PYTHON) -m venv $(UNIT_VENV)
+	$(UNIT_VENV)/bin/python -m pip install -q --disable-pip-version-check $(UNIT_PACKAGES)
+	@touch $@
 
 # KERNELS="running 6.1" for a part of the matrix; kernels/vm.py installs QEMU and
 # virtme-ng where missing and fetches the kernel packages into build/kernels.
@@ -165,6 +182,6 @@ install: setup
 	@echo "installed: $(DESTDIR)$(PREFIX)/sbin/iterfs and $(DESTDIR)$(UNITDIR)/iterfs.service"
 
 clean:
-	rm -rf $(BUILD) $(VENV)
+	rm -rf $(BUILD) $(VENV) $(UNIT_VENV)
 
 FORCE:

@@ -109,23 +109,42 @@ def find_tool(name):
 
 
 def _parse_dependencies(text):
-    """The files of a make rule written by clang -MD: `target: dep dep \\ ...`."""
+    """The files of a make rule written by clang -MD: `target: dep dep \\ ...`,
+    unescaped as clang escapes them (DependencyFile.cpp, PrintFilename): a
+    space after an odd run of backslashes, `\\#` and `$$` are part of a name."""
     _, _, rest = text.replace("\\\n", " ").partition(": ")
-    paths, current, escaped = [], "", False
-    for char in rest:
-        if escaped:
-            current += char
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char.isspace():
+    paths, current, i = [], [], 0
+    while i < len(rest):
+        char = rest[i]
+        if char == "\\":
+            end = i
+            while end < len(rest) and rest[end] == "\\":
+                end += 1
+            run, following = end - i, rest[end:end + 1]
+            if following == " ":
+                # 2n + 1 backslashes: n of them and a space; 2n: n, then the next name.
+                current.append("\\" * (run // 2) + (" " if run % 2 else ""))
+                end += run % 2
+            elif following == "#":
+                current.append("\\" * (run - 1) + "#")
+                end += 1
+            else:
+                current.append("\\" * run)
+            i = end
+            continue
+        if char == "$" and rest[i + 1:i + 2] == "$":
+            current.append("$")
+            i += 2
+            continue
+        if char.isspace():
             if current:
-                paths.append(current)
-            current = ""
+                paths.append("".join(current))
+            current = []
         else:
-            current += char
+            current.append(char)
+        i += 1
     if current:
-        paths.append(current)
+        paths.append("".join(current))
     return [os.path.abspath(path) for path in paths]
 
 

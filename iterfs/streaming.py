@@ -26,6 +26,7 @@ event loop and the pumps of small reads waiting for a CPU.
 
 import collections
 import concurrent.futures
+import enum
 import errno
 import logging
 import os
@@ -208,9 +209,8 @@ class Pumps:
         now = time.monotonic()
         report = {}
         for name, lane in self._lanes.items():
-            waits = [now - walk.waiting_since for walk in list(lane.walks)
-                     if walk.waiting_since is not None]
-            waits = [wait for wait in waits if wait >= STUCK_SECONDS]
+            since = [walk.waiting_since for walk in list(lane.walks)]
+            waits = [now - s for s in since if s is not None and now - s >= STUCK_SECONDS]
             if waits:
                 report[name] = (len(waits), max(waits))
         return report
@@ -264,13 +264,19 @@ class _Lowered:
                             error.strerror)
 
 
+async def finished(future):
+    """Until a concurrent.futures.Future is done, from the event loop without a
+    thread hop; its result or error stay in it."""
+    if not future.done():
+        done = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+        future.add_done_callback(lambda _: token.run_sync_soon(done.set))
+        await done.wait()
+
+
 async def result_of(future):
     """Await a concurrent.futures.Future from the event loop without a thread hop."""
-    if not future.done():
-        finished = trio.Event()
-        token = trio.lowlevel.current_trio_token()
-        future.add_done_callback(lambda _: token.run_sync_soon(finished.set))
-        await finished.wait()
+    await finished(future)
     return future.result()
 
 
@@ -320,13 +326,36 @@ class _Chunks:
         return b"".join(pieces)
 
 
+class _State(enum.Enum):
+    """Who uses an open file's stream: the one its state names, and nobody else."""
+    IDLE = "idle"           # nobody: a read may start a pump, or a move (a seek)
+    PUMPING = "pumping"     # a pump, waiting for a thread or reading
+    STOPPING = "stopping"   # a pump that a seek waits for: it stops at its next chunk
+    MOVING = "moving"       # a seek's worker: walks again, or skips, to an offset
+    CLOSING = "closing"     # released while a pump or move used it: that one closes it
+    CLOSED = "closed"
+
+
+_IDLE, _PUMPING, _STOPPING, _MOVING, _CLOSING, _CLOSED = _State
+
+
 class OpenIterator:
     """One open(): the link attached for it and the iterator read from it.
 
-    Requests call read() and close() under `lock`, one at a time. The pump is the
-    only other user: `_mutex` guards what both touch, and before the stream itself
-    is touched (a seek) the pump is stopped. Closing never waits for the pump:
-    a pump at work closes the stream itself when its read returns.
+    Requests call read() under `lock`, one at a time, and close() at any time,
+    all in the event loop. The workers are the only other users: a pump reads ahead, a move (a
+    seek) walks again or skips. `_state` says who uses the stream (_State), and
+    only that one reads or closes it; `_state`, and everything the workers and
+    the event loop both touch, are under `_mutex`. The transitions:
+
+        IDLE -> PUMPING      a read leaves room to read ahead, or waits
+        PUMPING -> IDLE      the buffer is full, the walk ended or failed
+        PUMPING -> PUMPING   a pump that streams goes on in the lowered pool
+        PUMPING -> STOPPING  a seek; STOPPING -> IDLE at the pump's next chunk
+        IDLE -> MOVING       a seek, the pump stopped; MOVING -> IDLE when moved
+        any -> CLOSING       close() while a worker is at work, which closes the
+                             stream when done: closing never waits for the kernel
+        CLOSING, IDLE -> CLOSED
     """
 
     def __init__(self, link, lane, budget, name, reader, opening):
@@ -339,72 +368,77 @@ class OpenIterator:
         self.lock = trio.Lock()
         self._lane = lane            # Lane: the view's pump threads
         self._budget = budget
-        self._pumped = 0             # bytes read from the iterator since open
         self._token = trio.lowlevel.current_trio_token()
+        self._offset = 0             # file offset of the first byte of _buffer: the
+                                     # event loop's, and a move's while it waits for it
         self._mutex = threading.Lock()
+        # Under _mutex:
+        self._state = _IDLE
+        self._worker = None          # future of the pump or move that uses the stream
+        self._pumped = 0             # bytes read from the iterator since open
         self._buffer = _Chunks(budget)   # read from the iterator, not yet returned
-        self._offset = 0             # file offset of the first byte of _buffer
         self._eof = False
         self._error = None           # what the pump ran into
-        self._pumping = False
-        self._stopping = False       # a seek waits for the pump to stop
-        self._closing = False        # released: whoever stops pumping last closes
         self._limit = READ_AHEAD     # what the pump may hold: more if a read asks more
-        self._pump = None            # future of the last pump started
         self._waiting = False        # a request waits for the pump's next chunks
         self._wanted = 0             # how many bytes it waits for
         self._progress = trio.Event()
         # When the pump started or last got a chunk, while it works: .status
         # calls a walk stuck that got nothing for STUCK_SECONDS.
-        self.waiting_since = None
+        self._waiting_since = None
         lane.walks.add(self)
         # The walk starts at the first read, as /proc's does: a file that lists
         # the reader's own fds (task_file/self) then shows itself.
 
     @property
-    def _executor(self):
+    def waiting_since(self):
+        with self._mutex:
+            return self._waiting_since
+
+    def _pool(self):
+        """Under _mutex: the threads a pump of this file runs on now."""
         if self._pumped > INTERACTIVE_BYTES and self._lane.streaming is not None:
             return self._lane.streaming
         return self._lane.interactive
 
     async def read(self, offset, size):
         if offset != self._offset:
-            await self._stop_pump()
-            await result_of(self._executor.submit(self._move_to, offset))
+            await self._seek(offset)
         while True:
             with self._mutex:
+                if self._state is _CLOSING or self._state is _CLOSED:
+                    raise OSError(errno.EBADF, "read after release")
                 self._limit = max(READ_AHEAD, size)
-                ready = len(self._buffer) >= size or self._eof or self._error
-                if not ready:
-                    # A new one only to wait on: the pump sets the one it
-                    # finds, after it saw _waiting.
-                    self._progress = trio.Event()
-                self._waiting = not ready
-                self._wanted = size
-            if ready:
-                break
-            self._start_pump()
-            await self._progress.wait()
-        with self._mutex:
-            if not self._buffer and self._error is not None:
-                raise self._error
-            data = self._buffer.take(size)
+                if len(self._buffer) >= size or self._eof or self._error is not None:
+                    self._waiting = False
+                    if not self._buffer and self._error is not None:
+                        raise self._error
+                    data = self._buffer.take(size)
+                    self._start_pump()
+                    break
+                # A new event only to wait on: the pump sets the one it finds,
+                # after it saw _waiting.
+                progress = self._progress = trio.Event()
+                self._waiting, self._wanted = True, size
+                self._start_pump()
+            await progress.wait()
         self._offset += len(data)
-        self._start_pump()
         return data
 
     def close(self):
-        """Close now or, while a pump works, leave it to the pump: a walk the
-        kernel blocks (a socket's lock) must hold up neither release nor unmount."""
+        """Close now or, while a worker uses the stream, leave it to the worker:
+        a walk the kernel blocks (a socket's lock) must hold up neither release
+        nor unmount. A worker that never started is cancelled."""
         with self._mutex:
-            self._closing = True
-            pumping, pump = self._pumping, self._pump
+            if self._state is _CLOSING or self._state is _CLOSED:
+                return
             if self._waiting:       # never with FUSE, which releases after reads
                 self._error = OSError(errno.EBADF, "released while a read waited")
                 self._progress.set()
-        if pumping and not (pump is not None and pump.cancel()):
-            return
-        self._finish()
+            now = self._state is _IDLE or self._worker.cancel()
+            self._state = _CLOSED if now else _CLOSING
+        if now:
+            self._finish()
 
     def _finish(self):
         """Once, by whoever stops using the stream last."""
@@ -425,71 +459,89 @@ class OpenIterator:
                 self._reader.release()
 
     def _start_pump(self):
-        with self._mutex:
-            if self._pumping or self._error is not None or self._pump_should_rest():
-                return
-            self._pumping = True
-            self.waiting_since = time.monotonic()
-        self._pump = self._executor.submit(self._run_pump)
-
-    async def _stop_pump(self):
-        self._stopping = True
+        """Under _mutex: a pump, where nobody uses the stream and there is
+        reading to do."""
+        if self._state is not _IDLE or self._error is not None or self._pump_should_rest():
+            return
+        pool = self._pool()
+        self._state = _PUMPING
+        self._waiting_since = time.monotonic()
         try:
-            # A pump moving to the streaming threads starts its successor itself.
-            while self._pump is not None:
-                pump = self._pump
-                await result_of(pump)
-                if self._pump is pump:
-                    break
-        finally:
-            self._stopping = False
+            self._worker = pool.submit(self._run_pump, pool)
+        except BaseException:
+            self._state, self._waiting_since = _IDLE, None
+            raise
 
     def _pump_should_rest(self):
         """Under _mutex: whether the pump has nothing to do now. It reads ahead
         while the buffer and all buffers together have room; what a waiting
         request asks it reads regardless."""
-        if self._stopping or self._closing or self._eof:
+        if self._eof:
             return True
         if self._waiting and len(self._buffer) < self._wanted:
             return False
         return (len(self._buffer) >= self._limit
                 or self._budget.room(self.uid) < READ_CHUNK)
 
-    def _rest(self):
-        """Under _mutex: the pump stops. Whether it must close the stream."""
-        self._pumping = False
-        self.waiting_since = None
-        return self._closing
+    def _stop(self):
+        """Under _mutex: the pump or move stops using the stream. Whether it
+        must close it (it was released meanwhile)."""
+        self._waiting_since = None
+        if self._state is _CLOSING:
+            self._state = _CLOSED
+            return True
+        self._state = _IDLE
+        return False
 
-    def _run_pump(self):
+    async def _seek(self, offset):
+        """Stop the pump, then move the stream in a worker thread."""
+        while True:
+            with self._mutex:
+                if self._state is _IDLE:
+                    pool = self._pool()
+                    self._state = _MOVING
+                    try:
+                        self._worker = move = pool.submit(self._run_move, offset)
+                    except BaseException:
+                        self._state = _IDLE
+                        raise
+                    break
+                if self._state is not _PUMPING and self._state is not _STOPPING:
+                    raise OSError(errno.EBADF, "released while a read waited")
+                self._state = _STOPPING
+                pump = self._worker
+            await finished(pump)
+            with self._mutex:
+                if self._worker is pump and self._state is _STOPPING:
+                    self._state = _IDLE      # cancelled before it ran (unmounting)
+        try:
+            await result_of(move)
+        except concurrent.futures.CancelledError:
+            raise OSError(errno.EBADF, "released while a read waited") from None
+
+    def _run_pump(self, pool):
         """Worker thread: read the iterator until the buffer is full or it ends."""
         with _Lowered() as thread:
-            closing = self._pump_into_buffer(thread)
+            closing = self._pump_into_buffer(pool, thread)
         if closing:
             self._finish()
 
-    def _pump_into_buffer(self, thread):
+    def _pump_into_buffer(self, pool, thread):
         """Whether the stream was released meanwhile, for the caller to close."""
-        executor = self._executor
-        read = self.stream.read
         with self._mutex:
-            if self._pump_should_rest():
-                return self._rest()
+            if self._state is not _PUMPING or self._pump_should_rest():
+                return self._stop()
+            read = self.stream.read
+            lower = self._pumped > INTERACTIVE_BYTES
         try:
             while True:
-                if self._executor is not executor:      # it streams: go on down there
-                    with self._mutex:
-                        if self._rest():
-                            return True
-                    self._start_pump()
-                    return False
-                if self._pumped > INTERACTIVE_BYTES:
+                if lower:
                     thread.lower()
                 chunk = read(READ_CHUNK)
-                self._pumped += len(chunk)
                 # One turn of the lock a read: the event loop waits on it.
                 with self._mutex:
-                    self.waiting_since = time.monotonic()
+                    self._pumped += len(chunk)
+                    self._waiting_since = time.monotonic()
                     if chunk:
                         self._buffer.append(chunk)
                     else:
@@ -501,24 +553,32 @@ class OpenIterator:
                         self._eof or len(self._buffer) >= self._wanted)
                     if waiting:
                         self._waiting = False
-                    closing = self._pump_should_rest() and self._rest()
-                    done = not self._pumping
+                        progress = self._progress
+                    if self._state is not _PUMPING or self._pump_should_rest():
+                        done, closing = True, self._stop()
+                    elif self._pool() is not pool:      # it streams: go on down there
+                        pool = self._pool()
+                        self._worker = pool.submit(self._run_pump, pool)
+                        done, closing = True, False
+                    else:
+                        done, lower = False, self._pumped > INTERACTIVE_BYTES
                 if waiting:
-                    self._wake_reader()
+                    self._wake(progress)
                 if done:
                     return closing
         except Exception as error:
             with self._mutex:
                 self._error = error if isinstance(error, OSError) else OSError(str(error))
                 self._waiting = False
-                closing = self._rest()
-            self._wake_reader()
+                progress = self._progress
+                closing = self._stop()
+            self._wake(progress)
             return closing
 
-    def _wake_reader(self):
+    def _wake(self, progress):
         # Only when a request waits: each wake-up costs the event loop a round.
         try:
-            self._token.run_sync_soon(self._progress.set)
+            self._token.run_sync_soon(progress.set)
         except trio.RunFinishedError:
             pass     # unmounting: nobody waits any more
 
@@ -527,23 +587,39 @@ class OpenIterator:
         credentials and namespaces what it shows (credentials.Reader.walk)."""
         return self._reader.walk(self.link, self._opening)
 
+    def _run_move(self, offset):
+        """Worker thread, MOVING: make `offset` the next byte to return."""
+        try:
+            self._move_to(offset)
+        finally:
+            with self._mutex:
+                closing = self._stop()
+            if closing:
+                self._finish()
+
     def _move_to(self, offset):
-        """Worker thread, pump stopped: make `offset` the next byte to return."""
         if offset < self._offset:
             # An iterator cannot seek back: walk again from the start.
             self.stream.close()
-            self.stream = self._open_stream()
-            self._offset, self._eof, self._error = 0, False, None
+            stream = self._open_stream()
+            with self._mutex:
+                self.stream = stream
+                self._eof, self._error = False, None
+                self._buffer.clear()
+            self._offset = 0
+        with self._mutex:
+            buffered_end = self._offset + len(self._buffer)
+            if offset <= buffered_end:
+                self._buffer.take(offset - self._offset)     # a seek: rare, the copy is cheap
+                self._offset = offset
+                return
             self._buffer.clear()
-        buffered_end = self._offset + len(self._buffer)
-        if offset <= buffered_end:
-            self._buffer.take(offset - self._offset)     # a seek: rare, the copy is cheap
-            self._offset = offset
-            return
+            eof = self._eof
         self._offset = buffered_end
-        self._buffer.clear()
-        while self._offset < offset and not self._eof:
+        while self._offset < offset and not eof:
             wanted = min(offset - self._offset, SKIP_CHUNK)
             skipped = len(self.stream.fill(wanted))
-            self._eof = skipped < wanted
+            eof = skipped < wanted
             self._offset += skipped
+        with self._mutex:
+            self._eof = eof
