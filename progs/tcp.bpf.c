@@ -69,7 +69,6 @@ int tcp(struct bpf_iter__tcp *ctx)
 	struct tcp_request_sock *req;
 	struct tcp_sock *tp;
 	size_t line_start;
-	__u32 sl;
 
 	if (!session)
 		return 0;
@@ -87,23 +86,22 @@ int tcp(struct bpf_iter__tcp *ctx)
 	if (skc->skc_family != AF_INET)
 		return 0;
 
-	sl = session_number(session, meta->seq_num);
 	line_start = seq->count;
 	if (skc->skc_state == TCP_TIME_WAIT) {
 		tw = bpf_skc_to_tcp_timewait_sock(skc);
 		if (!tw)
 			return 0;
-		show_timewait(seq, tw, sl);
+		show_timewait(seq, tw, session_number(session, meta->seq_num));
 	} else if (skc->skc_state == TCP_NEW_SYN_RECV) {
 		req = bpf_skc_to_tcp_request_sock(skc);
 		if (!req)
 			return 0;
-		show_request(seq, req, sl, from_kuid_munged(session->opened.user_ns, ctx->uid));
+		show_request(seq, req, session_number(session, meta->seq_num), from_kuid_munged(session->opened.user_ns, ctx->uid));
 	} else {
 		tp = bpf_skc_to_tcp_sock(skc);
 		if (!tp)
 			return 0;
-		show_socket(seq, tp, sl, from_kuid_munged(session->opened.user_ns, ctx->uid));
+		show_socket(seq, tp, session_number(session, meta->seq_num), from_kuid_munged(session->opened.user_ns, ctx->uid));
 	}
 	seq_pad(seq, line_start);
 	return 0;

@@ -59,7 +59,6 @@ int tcp6(struct bpf_iter__tcp *ctx)
 	struct tcp_timewait_sock *tw;
 	struct tcp_request_sock *req;
 	struct tcp6_sock *tp6;
-	__u32 sl;
 
 	if (!session)
 		return 0;
@@ -75,19 +74,18 @@ int tcp6(struct bpf_iter__tcp *ctx)
 	if (skc->skc_family != AF_INET6)
 		return 0;
 
-	sl = session_number(session, meta->seq_num);
 	if (skc->skc_state == TCP_TIME_WAIT) {
 		tw = bpf_skc_to_tcp_timewait_sock(skc);
 		if (tw)
-			show_timewait(seq, tw, sl);
+			show_timewait(seq, tw, session_number(session, meta->seq_num));
 	} else if (skc->skc_state == TCP_NEW_SYN_RECV) {
 		req = bpf_skc_to_tcp_request_sock(skc);
 		if (req)
-			show_request(seq, req, sl, from_kuid_munged(session->opened.user_ns, ctx->uid));
+			show_request(seq, req, session_number(session, meta->seq_num), from_kuid_munged(session->opened.user_ns, ctx->uid));
 	} else {
 		tp6 = bpf_skc_to_tcp6_sock(skc);
 		if (tp6)
-			show_socket(seq, tp6, sl, from_kuid_munged(session->opened.user_ns, ctx->uid));
+			show_socket(seq, tp6, session_number(session, meta->seq_num), from_kuid_munged(session->opened.user_ns, ctx->uid));
 	}
 	return 0;
 }
