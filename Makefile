@@ -12,10 +12,11 @@ BTF := /sys/kernel/btf/vmlinux
 
 # clang, bpftool and libbpf build the programs; gcc, pkg-config, libfuse3 and the
 # Python headers build pyfuse3; fuse3 brings fusermount3; the tests run netstat
-# (net-tools), unshare, nsenter, setpriv (util-linux) and systemd-analyze (systemd).
+# (net-tools), unshare, nsenter, setpriv (util-linux), systemd-analyze (systemd),
+# and node_exporter and Prometheus (whose promtool checks the metrics' format).
 DEBIAN_PACKAGES := clang bpftool libbpf-dev libbpf1 libfuse3-dev fuse3 pkg-config \
 	gcc make python3 python3-dev python3-venv ca-certificates net-tools util-linux \
-	systemd
+	systemd prometheus prometheus-node-exporter
 
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/' \
 	-e 's/ppc64le/powerpc/' -e 's/s390x/s390/' -e 's/riscv64/riscv/')
