@@ -17,10 +17,11 @@ BTF := /sys/kernel/btf/vmlinux
 
 # clang, bpftool and libbpf build the programs; gcc, pkg-config, libfuse3 and the
 # Python headers build pyfuse3; fuse3 brings fusermount3; the tests run netstat
-# (net-tools), unshare, nsenter, setpriv (util-linux) and systemd-analyze (systemd).
+# (net-tools), unshare, nsenter, setpriv (util-linux), systemd-analyze (systemd),
+# and node_exporter and Prometheus (whose promtool checks the metrics' format).
 DEBIAN_PACKAGES := clang bpftool libbpf-dev libbpf1 libfuse3-dev fuse3 pkg-config \
 	gcc make python3 python3-dev python3-venv ca-certificates net-tools util-linux \
-	systemd
+	systemd prometheus prometheus-node-exporter
 
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/' \
 	-e 's/ppc64le/powerpc/' -e 's/s390x/s390/' -e 's/riscv64/riscv/')
@@ -30,6 +31,9 @@ BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 PROGRAMS := $(patsubst progs/%.bpf.c,$(BUILD)/progs/%.bpf.o,$(wildcard progs/*.bpf.c))
 TEST_PROGRAMS := $(patsubst tests/progs/%.bpf.c,$(BUILD)/tests/%.bpf.o,\
 	$(wildcard tests/progs/*.bpf.c))
+# Metrics: progs/metrics/<name>.bpf.c is the view metrics/<name>.prom, beside the views.
+METRICS := $(patsubst progs/metrics/%.bpf.c,$(BUILD)/progs/%.prom.bpf.o,\
+	$(wildcard progs/metrics/*.bpf.c))
 # Programs the daemon runs itself, not views: beside the views' directory.
 INTERNAL_PROGRAMS := $(patsubst progs/internal/%.bpf.c,$(BUILD)/internal/%.bpf.o,\
 	$(wildcard progs/internal/*.bpf.c))
@@ -84,7 +88,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 	@touch $@
 
-programs: $(PROGRAMS) $(INTERNAL_PROGRAMS) $(TEST_PROGRAMS)
+programs: $(PROGRAMS) $(METRICS) $(INTERNAL_PROGRAMS) $(TEST_PROGRAMS)
 
 # vmlinux.h is regenerated only when the running kernel's BTF changes, so a
 # second set-up rebuilds nothing.
@@ -98,6 +102,10 @@ $(BUILD)/vmlinux.h: FORCE
 	fi
 
 $(BUILD)/progs/%.bpf.o: progs/%.bpf.c $(wildcard progs/*.h) $(BUILD)/vmlinux.h
+	@mkdir -p $(@D)
+	clang $(BPF_CFLAGS) -c $< -o $@
+
+$(BUILD)/progs/%.prom.bpf.o: progs/metrics/%.bpf.c $(wildcard progs/*.h) $(BUILD)/vmlinux.h
 	@mkdir -p $(@D)
 	clang $(BPF_CFLAGS) -c $< -o $@
 
@@ -160,7 +168,7 @@ install: setup
 		$(DESTDIR)$(LIBDIR)/include $(DESTDIR)$(PREFIX)/sbin \
 		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/doc/iterfs
 	rm -f $(DESTDIR)$(LIBDIR)/progs/*.bpf.o $(DESTDIR)$(LIBDIR)/include/*.h
-	install -m 0644 $(PROGRAMS) $(DESTDIR)$(LIBDIR)/progs/
+	install -m 0644 $(PROGRAMS) $(METRICS) $(DESTDIR)$(LIBDIR)/progs/
 	install -m 0644 $(INTERNAL_PROGRAMS) $(DESTDIR)$(LIBDIR)/internal/
 	install -m 0644 $(wildcard progs/*.h) $(DESTDIR)$(LIBDIR)/include/
 	[ -x $(DESTDIR)$(LIBDIR)/venv/bin/python ] || /usr/bin/python3 -m venv $(DESTDIR)$(LIBDIR)/venv

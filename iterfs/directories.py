@@ -5,7 +5,9 @@ as it is) become the view `<name>`. Directories are taken in the order given:
 the built-in views, then /etc/iterfs/progs.d, then each --progs. The first file
 found for a name decides that view, whether or not it then compiles and loads;
 within one directory a source comes before an object of the same name. Every
-later file of that name is refused, saying which file took the name.
+later file of that name is refused, saying which file took the name. A name
+ending in `.prom` is a metric, served in metrics/ (metrics.py); `metrics` itself
+is that directory's, no program's.
 
 A directory is checked here (trust.check_trusted); a program file is checked
 where it is opened, once, for its content to be compiled or loaded.
@@ -16,6 +18,7 @@ import logging
 import os
 import re
 
+from . import metrics
 from .trust import check_trusted
 
 log = logging.getLogger("iterfs.views")
@@ -65,9 +68,12 @@ def find_programs(directories):
             if candidate.refused is None and not valid:
                 candidate = _refuse(candidate, "a view's name is letters, digits, '_', '-' "
                                                "and '.', and starts with no '-' or '.'")
+            elif candidate.refused is None and candidate.name == metrics.DIRECTORY:
+                candidate = _refuse(candidate, f"{metrics.DIRECTORY} is the directory of "
+                                               "the metric views, no view's name")
             elif candidate.refused is None and candidate.name in taken:
                 candidate = _refuse(candidate, f"name taken by {taken[candidate.name]}")
-            if valid:
+            if valid and candidate.name != metrics.DIRECTORY:
                 taken.setdefault(candidate.name, candidate.path)
             candidates.append(candidate)
     return candidates

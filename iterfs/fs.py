@@ -8,6 +8,8 @@
     /<view>/              a directory for a map view: one file per map it can walk
     /<view>/<map id>      open() attaches with linfo.map.map_fd
     /.status              what became of each program file (status.py)
+    /metrics/             the metric views, <name>.prom (metrics.py)
+    /metrics/<name>.prom  a file: open() attaches its program with no linfo
 
 Inode numbers are computed, never stored (inodes.py). Only open files keep state.
 
@@ -32,11 +34,11 @@ import time
 import pyfuse3
 import trio
 
-from . import bpf, credentials, inodes, namespaces, processes
+from . import bpf, credentials, inodes, metrics, namespaces, processes
 from .inodes import ALL, SELF
 from .streaming import OpenIterator, Pumps
 from .status import StatusFile
-from .views import BPF_OBJECT_TARGETS
+from .views import BPF_OBJECT_TARGETS, METRICS_NUMBER
 
 log = logging.getLogger("iterfs.fs")
 
@@ -296,7 +298,8 @@ class IterFS(pyfuse3.Operations):
         index, key, _ = inodes.decode(inode)
         if index is None:
             return None, None
-        if index in self.views and (key is None or self.views[index].is_directory):
+        if index in self.views and (key is None or self.views[index].per_process
+                                    or self.views[index].per_map):
             return index, key
         raise pyfuse3.FUSEError(errno.ENOENT)
 
@@ -360,9 +363,11 @@ class IterFS(pyfuse3.Operations):
     @fuse_operation
     async def lookup(self, parent_inode, name, ctx=None):
         index, key = self._resolve(parent_inode)
-        if index is None:
-            if self.views.number(name) is not None:
-                return self._view_attributes(self.views.number(name))
+        if index in (None, METRICS_NUMBER):
+            # The root holds the views but the metrics, metrics/ the metrics.
+            number = self.views.number(name)
+            if number is not None and self.views[number].is_metric == (index is not None):
+                return self._view_attributes(number)
             raise pyfuse3.FUSEError(errno.ENOENT)
         if key is not None or not self.views[index].is_directory:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
@@ -440,9 +445,10 @@ class IterFS(pyfuse3.Operations):
         if not self._may_hold(self._directories_by_uid, ctx.uid, MAX_DIRECTORIES_PER_UID,
                               MAX_DIRECTORIES):
             raise pyfuse3.FUSEError(errno.EMFILE)
-        if index is None:
-            listing = Listing([v.name.encode() for v in self.views.values()],
-                              [self._view_attributes(i) for i in self.views])
+        if index is None or index == METRICS_NUMBER:
+            numbers = [i for i in self.views if self.views[i].is_metric == (index is not None)]
+            listing = Listing([self.views[i].name.encode() for i in numbers],
+                              [self._view_attributes(i) for i in numbers])
         elif key is None and self.views[index].per_map:
             entries = self._map_entries(index)
             listing = Listing([name for name, _ in entries], [attr for _, attr in entries])
@@ -708,8 +714,9 @@ class IterFS(pyfuse3.Operations):
 
     def _forget_views(self, names):
         for name in names:
+            parent = inodes.of_view(METRICS_NUMBER) if metrics.is_metric(name) else inodes.ROOT
             try:
-                pyfuse3.invalidate_entry(inodes.ROOT, name.encode())
+                pyfuse3.invalidate_entry(parent, name.encode())
             except FileNotFoundError:
                 pass        # not in the kernel's cache
         # The root's link count counts the directory views.

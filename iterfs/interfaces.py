@@ -34,7 +34,8 @@ class Link(Protocol):
 
 
 class Served(Protocol):
-    """A view at the mount's root (views.View, status.StatusFile)."""
+    """A view at the mount's root or in metrics/ (views.View, status.StatusFile,
+    metrics.MetricsDirectory)."""
 
     name: str
     target: str | None          # the iterator target; None for a file iterfs writes
@@ -43,6 +44,7 @@ class Served(Protocol):
     is_directory: bool
     private: bool               # what /proc shows only to who may ptrace-read
     root_only: bool             # mode 0400
+    is_metric: bool             # served in metrics/ (metrics.py), not at the root
 
     def attach(self, **parameters) -> Link:
         """A link for one open(): `pid`, `tid` or `map_id` for a directory's entry."""

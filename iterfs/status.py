@@ -8,6 +8,7 @@ import dataclasses
 import io
 
 from .escape import escape
+from .metrics import path
 from .interfaces import Link, Served, Stream
 
 
@@ -57,7 +58,7 @@ class StatusFile(Served):
 
     name = ".status"
     target = None
-    per_process = per_map = is_directory = private = root_only = False
+    per_process = per_map = is_directory = private = root_only = is_metric = False
 
     def __init__(self, entries):
         """`entries`: a function giving the Entries of the views now served."""
@@ -69,11 +70,12 @@ class StatusFile(Served):
 
 
 def render(entries, stuck):
-    """The text: a header, a line per entry in a column each for its name,
-    state and target, then its source; under it why it is not served, and the
+    """The text: a header, a line per entry in a column each for its name
+    (its path in the mount: metrics/<name> for a metric), state and target,
+    then its source; under it why it is not served, and the
     walks of a view served that made no progress lately (`stuck`)."""
     rows = [("view", "state", "target", "source")]
-    rows += [(escape(e.name, " "), e.state, e.target or "-", escape(e.source)) for e in entries]
+    rows += [(escape(path(e.name), " "), e.state, e.target or "-", escape(e.source)) for e in entries]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = []
     for row, entry in zip(rows, [None, *entries]):

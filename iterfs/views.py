@@ -3,8 +3,10 @@
 A program file in a program directory (see directories.py) holding one
 `iter/<target>` program becomes a view. Its target decides its shape: task
 targets are per-process directories, map targets directories of the maps they
-can walk, every other target a single file. `.status` says what became of each
-program file.
+can walk, every other target a single file. A view whose name ends in `.prom`
+is a metric (metrics.py): a single file in `metrics/` whatever its task
+target; a map target, which needs a map to attach to, cannot make one.
+`.status` says what became of each program file.
 
 A drop-in view (from /etc/iterfs/progs.d or --progs, not a built-in one) is
 root's alone unless its program declares that every user may read it
@@ -25,7 +27,7 @@ import hashlib
 import logging
 import struct
 
-from . import bpf
+from . import bpf, metrics
 from .compiler import CompileError
 from .directories import find_programs
 from .interfaces import Served
@@ -55,6 +57,8 @@ MAP_TARGETS = {
 ACCESS_SECTION = b".iterfs.access"
 WORLD_READABLE = b"world-readable"
 STATUS_NUMBER = 0            # .status's view number
+METRICS_NUMBER = 1           # metrics/'s
+OWN_NUMBERS = (STATUS_NUMBER, METRICS_NUMBER)   # what iterfs serves of itself
 # Lines of a verifier's log that .status and the log show: where it gave up.
 VERIFIER_LINES = 5
 
@@ -87,12 +91,18 @@ class View(Served):
         return self.program.iterator_target
 
     @property
+    def is_metric(self):
+        return metrics.is_metric(self.name)
+
+    @property
     def per_process(self):
-        return self.target in PER_PROCESS_TARGETS
+        return self.target in PER_PROCESS_TARGETS and not self.is_metric
 
     @property
     def private(self):
-        return self.target in PRIVATE_TARGETS
+        # A metric walks every task, as `all` does, but prints only what its
+        # program counts: a built-in one's totals (see metrics.py).
+        return self.target in PRIVATE_TARGETS and not self.is_metric
 
     @property
     def per_map(self):
@@ -146,15 +156,17 @@ class Scan:
 
 class ViewTable(collections.abc.Mapping):
     """The views served, by number (a Mapping: number -> view), iterated in name
-    order. `.status` is number 0; the programs' views count from 1."""
+    order. `.status` is number 0, `metrics/` 1; the programs' views count from 2."""
 
     def __init__(self, directories, compiler):
         self.directories = list(directories)
         self.compiler = compiler
         self.entries = []
-        self._views = {STATUS_NUMBER: StatusFile(lambda: self.entries)}
-        self._numbers = {StatusFile.name.encode(): STATUS_NUMBER}
-        self._next_number = STATUS_NUMBER + 1
+        self._own = {STATUS_NUMBER: StatusFile(lambda: self.entries),
+                     METRICS_NUMBER: metrics.MetricsDirectory()}
+        self._views = dict(self._own)
+        self._numbers = self._numbers_of(self._views)
+        self._next_number = max(OWN_NUMBERS) + 1
 
     def __getitem__(self, number):
         return self._views[number]
@@ -166,11 +178,16 @@ class ViewTable(collections.abc.Mapping):
         return len(self._views)
 
     def number(self, name):
-        """The number of the view called `name` (bytes), or None."""
+        """The number of the view called `name` (bytes), or None. Names are
+        unique across the root and metrics/: only a metric's ends in `.prom`."""
         return self._numbers.get(name)
 
+    @staticmethod
+    def _numbers_of(views):
+        return {view.name.encode(): number for number, view in views.items()}
+
     def serving(self):
-        return [self._views[number] for number in self if number != STATUS_NUMBER]
+        return [self._views[number] for number in self if number not in OWN_NUMBERS]
 
     # -- scanning: in a worker thread, changing nothing that requests read ----
 
@@ -233,6 +250,9 @@ class ViewTable(collections.abc.Mapping):
             refusal = targets.refusal(entry.target)
             if refusal:
                 raise TargetUnsupported(refusal)
+            if metrics.is_metric(candidate.name) and entry.target in MAP_TARGETS:
+                raise bpf.BpfError(errno.EINVAL, f"a metric is one file, attached to no map: "
+                                                 f"target {entry.target} needs a map")
             try:
                 obj.load()
             except bpf.VerifierError as error:
@@ -259,8 +279,8 @@ class ViewTable(collections.abc.Mapping):
         returned, for the filesystem to make the kernel forget them; programs no
         longer served are closed (a file open on one keeps it: its link holds it)."""
         old = {view.name: number for number, view in self._views.items()
-               if number != STATUS_NUMBER}
-        views = {STATUS_NUMBER: self._views[STATUS_NUMBER]}
+               if number not in OWN_NUMBERS}
+        views = dict(self._own)
         added, replaced = [], []
         for name, view in scan.views.items():
             number = old.get(name)
@@ -273,8 +293,8 @@ class ViewTable(collections.abc.Mapping):
         retired = [self._views[number] for name, number in old.items()
                    if views.get(number) is not self._views[number]]
         self._views = views
-        self._numbers = {view.name.encode(): number for number, view in views.items()}
-        self.entries = sorted(scan.entries, key=lambda entry: entry.name)
+        self._numbers = self._numbers_of(views)
+        self.entries = sorted(scan.entries, key=lambda entry: metrics.path(entry.name))
         for view in retired:
             view.close()
         if added or replaced or removed:
@@ -290,8 +310,8 @@ class ViewTable(collections.abc.Mapping):
     def close(self):
         for view in self.serving():
             view.close()
-        self._views = {STATUS_NUMBER: self._views[STATUS_NUMBER]}
-        self._numbers = {StatusFile.name.encode(): STATUS_NUMBER}
+        self._views = dict(self._own)
+        self._numbers = self._numbers_of(self._views)
 
     def __enter__(self):
         return self

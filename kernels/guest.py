@@ -40,13 +40,13 @@ def failed_views(views):
 
 def view_states():
     """{view: [state, reason]} as a mount's /.status says."""
-    from conftest import ALL_VIEWS, STATUS, parse_status, running_daemon
+    from conftest import ALL_METRICS, ALL_VIEWS, METRICS, STATUS, parse_status, running_daemon
 
     with tempfile.TemporaryDirectory(prefix="iterfs-matrix-") as top:
         with running_daemon(Path(top) / "mnt") as daemon:
             entries = parse_status((daemon.mountpoint / STATUS).read_text())
     states = {}
-    for view in ALL_VIEWS:
+    for view in [*ALL_VIEWS, *(f"{METRICS}/{name}" for name in ALL_METRICS)]:
         state, _, _, lines = entries.get(view, ("missing", "-", "-", []))
         reason = " ".join(line.removeprefix("reason: ") for line in lines[:1])
         states[view] = [state, reason]

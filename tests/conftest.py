@@ -19,10 +19,15 @@ ROOT = Path(__file__).resolve().parent.parent
 OBJECTS = ROOT / "build" / "progs"
 ALL_VIEWS = sorted(p.name[:-len(".bpf.c")] for p in (ROOT / "progs").glob("*.bpf.c"))
 STATUS = ".status"
+METRICS = "metrics"
+# The built-in metric views: progs/metrics/<name>.bpf.c is metrics/<name>.prom.
+ALL_METRICS = sorted(p.name[:-len(".bpf.c")] + ".prom"
+                     for p in (ROOT / "progs" / "metrics").glob("*.bpf.c"))
 
 
 def view_target(view):
-    """The iterator target of a built-in view's program, from its object file."""
+    """The iterator target of a built-in view's program, from its object file
+    (a metric's by its name, `<name>.prom`)."""
     with bpf.Object(OBJECTS / f"{view}.bpf.o") as obj:
         return next(p.iterator_target for p in obj.programs if p.iterator_target)
 
@@ -39,8 +44,9 @@ def kernel_refusal(target):
 VIEWS = [view for view in ALL_VIEWS if not kernel_refusal(view_target(view))]
 UNSUPPORTED_VIEWS = {view: kernel_refusal(view_target(view)) for view in ALL_VIEWS
                      if view not in VIEWS}
-# What the mount's root lists: the views and the status file.
-ROOT_ENTRIES = sorted([*VIEWS, STATUS])
+# What the mount's root lists: the views, the status file and metrics/.
+ROOT_ENTRIES = sorted([*VIEWS, STATUS, METRICS])
+METRIC_VIEWS = [view for view in ALL_METRICS if not kernel_refusal(view_target(view))]
 TEST_OBJECTS = ROOT / "build" / "tests"
 MOUNT_PY = ROOT / "mount.py"
 # Loading every view takes seconds; in an emulated VM (make test-kernels) tens.

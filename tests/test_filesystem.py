@@ -14,8 +14,8 @@ import pytest
 
 from iterfs import bpf
 
-from conftest import (OBJECTS, ROOT_ENTRIES, STATUS, TEST_OBJECTS, VIEWS, iterator_links,
-                      parse_task_file, read_in_chunks, running_daemon)
+from conftest import (METRIC_VIEWS, OBJECTS, ROOT_ENTRIES, STATUS, TEST_OBJECTS, VIEWS,
+                      iterator_links, parse_task_file, read_in_chunks, running_daemon)
 
 
 def test_root_lists_one_view_per_program(mount):
@@ -117,7 +117,7 @@ def test_thousand_opens_leak_no_fd_and_no_link(fresh_mount):
     programs = fresh_mount.program_ids()
     with bpf.Object(OBJECTS.parent / "internal" / "processes.bpf.o") as internal:
         listing = len(internal.programs)        # the daemon's own (task_walks.py)
-    assert len(programs) == len(VIEWS) + listing
+    assert len(programs) == len(VIEWS) + len(METRIC_VIEWS) + listing
     names = ("tcp6", "task_file/self", f"task_file/{os.getpid()}")
     for name in names:              # warm up: worker threads, lazily made fds
         (fresh_mount.mountpoint / name).read_bytes()

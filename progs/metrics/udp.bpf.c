@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * metrics/udp.prom: UDP sockets of the reader's network namespace by family
+ * and state, counted as /proc/net/udp and /proc/net/udp6 list them (an IPv4
+ * connection on an AF_INET6 socket is udp6's). A UDP socket is connected
+ * (established) or not (close), the two states /proc shows: 2 families x 2
+ * states, 4 series, every one printed, 0 included.
+ */
+#include "metrics.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define AF_INET6	10
+
+struct counts {
+	__u64 session_id;
+	__u64 established[2];			/* [udp, udp6] */
+	__u64 close[2];
+};
+
+METRIC_WALKS_MAP(struct counts);
+
+static void print(struct seq_file *seq, struct counts *walk)
+{
+	BPF_SEQ_PRINTF(seq, "# HELP iterfs_sockets Sockets of the reader's network namespace, "
+		       "by the /proc/net file that lists them and state.\n"
+		       "# TYPE iterfs_sockets gauge\n");
+	BPF_SEQ_PRINTF(seq, "iterfs_sockets{family=\"udp\",state=\"established\"} %llu\n"
+		       "iterfs_sockets{family=\"udp\",state=\"close\"} %llu\n",
+		       walk->established[0], walk->close[0]);
+	BPF_SEQ_PRINTF(seq, "iterfs_sockets{family=\"udp6\",state=\"established\"} %llu\n"
+		       "iterfs_sockets{family=\"udp6\",state=\"close\"} %llu\n",
+		       walk->established[1], walk->close[1]);
+}
+
+SEC("iter/udp")
+int udp_metrics(struct bpf_iter__udp *ctx)
+{
+	struct udp_sock *udp_sk = ctx->udp_sk;
+	struct counts *walk = metric_walk(ctx->meta, struct counts);
+	struct sock_common *skc;
+	int family;
+
+	if (!udp_sk) {
+		if (walk) {
+			print(ctx->meta->seq, walk);
+			metric_walk_end();
+		}
+		return 0;
+	}
+	if (!walk)
+		return METRIC_NO_ROOM;
+	skc = &udp_sk->inet.sk.__sk_common;
+	family = skc->skc_family == AF_INET6;
+	if (skc->skc_state == TCP_ESTABLISHED)
+		walk->established[family]++;
+	else
+		walk->close[family]++;
+	return 0;
+}
