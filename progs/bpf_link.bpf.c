@@ -19,6 +19,7 @@
  * Attach types are libbpf's names (libbpf_bpf_attach_type_str), or numbers.
  */
 #include "iterfs.h"
+#include "compat.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -122,36 +123,15 @@ static const char attach_type_names[][NAME_SIZE] = {
 #define LINK_TYPES (sizeof(link_type_names) / sizeof(link_type_names[0]))
 #define ATTACH_TYPES (sizeof(attach_type_names) / sizeof(attach_type_names[0]))
 
-/*
- * Where each link type keeps its attach type: in struct bpf_link from 6.17,
- * in the type's own struct before.
- */
-struct bpf_link___attach_type {
-	enum bpf_attach_type attach_type;
-} __attribute__((preserve_access_index));
-
-struct bpf_tracing_link___own_attach_type {
-	enum bpf_attach_type attach_type;
-} __attribute__((preserve_access_index));
-
-struct bpf_cgroup_link___own_attach_type {
-	enum bpf_attach_type type;
-} __attribute__((preserve_access_index));
-
-struct bpf_netns_link___own_attach_type {
-	enum bpf_attach_type type;
-} __attribute__((preserve_access_index));
-
 static __always_inline __u32 attach_type(struct bpf_link *link, __u32 type)
 {
-	if (bpf_core_field_exists(struct bpf_link___attach_type, attach_type))
-		return BPF_CORE_READ((struct bpf_link___attach_type *)link, attach_type);
+	if (link_has_attach_type())
+		return link_attach_type(link);
 	if (type == LINK_TRACING)
-		return BPF_CORE_READ((struct bpf_tracing_link___own_attach_type *)link,
-				     attach_type);
+		return tracing_link_attach_type(link);
 	if (type == LINK_CGROUP)
-		return BPF_CORE_READ((struct bpf_cgroup_link___own_attach_type *)link, type);
-	return BPF_CORE_READ((struct bpf_netns_link___own_attach_type *)link, type);
+		return cgroup_link_attach_type(link);
+	return netns_link_attach_type(link);
 }
 
 /* Points `name` at the table's name for `value`, or writes the number into `buffer`. */

@@ -261,6 +261,14 @@ static __always_inline __u64 bounded(__u64 value, __u64 max)
 	return value <= max ? value : max;
 }
 
+/*
+ * 6.0, "bpf: af_unix: Use batching algorithm in bpf unix iter.": the
+ * iterator takes a hash bucket's sockets into a batch
+ * (struct bpf_unix_iter_state) and a read() goes on from the bucket where the
+ * last stopped. Before, a read() finds its place again by position.
+ */
+#define unix_iter_batches() bpf_core_type_exists(struct bpf_unix_iter_state)
+
 #endif /* ITERFS_COMPAT_UNIX */
 
 /* ==== the reader's credentials: what an iterator's file may show (sock.h) ==== */
@@ -575,3 +583,80 @@ static __always_inline __u8 tcp_pingpong_thresh(struct sock *sk)
 }
 
 #endif /* ITERFS_COMPAT_TCP */
+
+
+/* ==== bpf_link: the links loaded (bpf_link.bpf.c) ==== */
+#ifndef ITERFS_COMPAT_BPF_LINK
+#define ITERFS_COMPAT_BPF_LINK
+
+/*
+ * 6.17: struct bpf_link holds the attach type of every link (the July 2025
+ * series that gave bpf_link an attach_type field). Before, only the link types
+ * that have one keep it, each in its own struct: bpf_tracing_link->attach_type,
+ * bpf_cgroup_link->type, bpf_netns_link->type.
+ */
+struct bpf_link___attach_type {
+	enum bpf_attach_type attach_type;
+} __attribute__((preserve_access_index));
+
+struct bpf_tracing_link___own_attach_type {
+	enum bpf_attach_type attach_type;
+} __attribute__((preserve_access_index));
+
+struct bpf_cgroup_link___own_attach_type {
+	enum bpf_attach_type type;
+} __attribute__((preserve_access_index));
+
+struct bpf_netns_link___own_attach_type {
+	enum bpf_attach_type type;
+} __attribute__((preserve_access_index));
+
+#define link_has_attach_type() \
+	bpf_core_field_exists(struct bpf_link___attach_type, attach_type)
+#define link_attach_type(link) \
+	BPF_CORE_READ((struct bpf_link___attach_type *)(link), attach_type)
+/* Before 6.17, by the link's type. */
+#define tracing_link_attach_type(link) \
+	BPF_CORE_READ((struct bpf_tracing_link___own_attach_type *)(link), attach_type)
+#define cgroup_link_attach_type(link) \
+	BPF_CORE_READ((struct bpf_cgroup_link___own_attach_type *)(link), type)
+#define netns_link_attach_type(link) \
+	BPF_CORE_READ((struct bpf_netns_link___own_attach_type *)(link), type)
+
+#endif /* ITERFS_COMPAT_BPF_LINK */
+
+/* ==== task_vma: how the iterator was attached; a task by its pid ==== */
+#ifndef ITERFS_COMPAT_TASK_ITER
+#define ITERFS_COMPAT_TASK_ITER
+
+/*
+ * 6.1, "bpf: Parameterize task iterators.": a task iterator
+ * can be attached to one thread or one process (linfo.task.tid, pid), and its
+ * seq_file's private data starts with struct bpf_iter_seq_task_common, whose
+ * `type` says which (kernel/bpf/task_iter.c relies on that layout). Before,
+ * every task iterator walks every task.
+ */
+struct bpf_iter_seq_task_common___type {
+	enum bpf_iter_task_type type;
+} __attribute__((preserve_access_index));
+
+/* BPF_TASK_ITER_ALL, _TID or _TGID: how the iterator of `seq` was attached. */
+static __always_inline int iterator_type(struct seq_file *seq)
+{
+	struct bpf_iter_seq_task_common___type *common;
+
+	if (!bpf_core_field_exists(struct bpf_iter_seq_task_common___type, type))
+		return BPF_TASK_ITER_ALL;
+	common = BPF_CORE_READ(seq, private);
+	return BPF_CORE_READ(common, type);
+}
+
+/*
+ * 6.2, "bpf: Add bpf_task_from_pid() kfunc": a task found by
+ * its pid, with a reference (bpf_task_release() drops it). Declared __weak:
+ * where the kernel lacks it, the address is NULL and the caller does without.
+ */
+extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym __weak;
+extern void bpf_task_release(struct task_struct *p) __ksym __weak;
+
+#endif /* ITERFS_COMPAT_TASK_ITER */

@@ -49,9 +49,6 @@ extern bool CONFIG_X86_VSYSCALL_EMULATION __kconfig __weak;
 extern bool CONFIG_LEGACY_VSYSCALL_NONE __kconfig __weak;
 extern bool CONFIG_LEGACY_VSYSCALL_XONLY __kconfig __weak;
 
-extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym __weak;
-extern void bpf_task_release(struct task_struct *p) __ksym __weak;
-
 /* What vm_ops->name is for _install_special_mapping()'s VMAs: [vdso], [vvar]... */
 extern const void special_mapping_name __ksym __weak;
 
@@ -64,11 +61,6 @@ extern const void simple_dname __ksym __weak;		/* shmem, secretmem, aio... */
 extern const void anon_inodefs_dname __ksym __weak;	/* perf_event, io_uring, bpf maps... */
 extern const void sockfs_dname __ksym __weak;		/* packet rings, XDP sockets... */
 extern const void dmabuffs_dname __ksym __weak;		/* dma-buf exporters */
-
-/* The part of the iterator's state that says how it was attached. */
-struct bpf_iter_seq_task_common___type {
-	enum bpf_iter_task_type type;
-} __attribute__((preserve_access_index));
 
 /* The mm the walk printed last, and whether /proc ends it with the gate VMA. */
 struct mm_mark {
@@ -121,21 +113,6 @@ struct scratch {
 };
 
 PER_THREAD_SCRATCH(struct scratch)
-
-/*
- * ALL, TID or TGID: how the iterator was attached. The program is not told,
- * but the seq_file it writes to is the iterator's, and its private data starts
- * with struct bpf_iter_seq_task_common (kernel/bpf/task_iter.c relies on that).
- */
-static __always_inline int iterator_type(struct seq_file *seq)
-{
-	struct bpf_iter_seq_task_common___type *common;
-
-	if (!bpf_core_field_exists(struct bpf_iter_seq_task_common___type, type))
-		return BPF_TASK_ITER_ALL;	/* before 6.1: no linfo, always all */
-	common = BPF_CORE_READ(seq, private);
-	return BPF_CORE_READ(common, type);
-}
 
 /*
  * Whether the walk got to the end of the mm that `mark` describes. A task that

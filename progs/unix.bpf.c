@@ -262,7 +262,7 @@ int unix(struct bpf_iter__unix *ctx)
 	}
 
 	/* An iterator that does not batch resumes where it stopped: write at once. */
-	if (!bpf_core_type_exists(struct bpf_unix_iter_state)) {
+	if (!unix_iter_batches()) {
 		if (!hold_line(s, u) || !write_held(seq, s))
 			end_read(seq, s);
 		return 0;

@@ -15,20 +15,20 @@
 char LICENSE[] SEC("license") = "GPL";
 
 /* The reader's namespace, worked out once per iterator session. */
-struct reader {
+struct reader_namespace {
 	__u64 session_id;
 	struct pid_namespace *pid_ns;
 	__u32 pid_ns_level;
 };
 
-PER_THREAD_SCRATCH(struct reader)
+PER_THREAD_SCRATCH(struct reader_namespace)
 
 SEC("iter/task")
 int processes(struct bpf_iter__task *ctx)
 {
 	struct task_struct *task = ctx->task;
 	struct pid_namespace *pid_ns;
-	struct reader *reader;
+	struct reader_namespace *reader;
 	__u32 tgid;
 
 	if (!task || task->pid != task->tgid)
