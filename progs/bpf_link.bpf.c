@@ -23,7 +23,7 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define NAME_SIZE 32
+#define TYPE_NAME_SIZE 32
 #define TARGET_SIZE 64
 
 /* include/uapi/linux/bpf.h: enum bpf_link_type; values never change. */
@@ -41,7 +41,7 @@ enum {
  * vmlinux.h's names, which the vmlinux.h of an older kernel lacks;
  * tests/test_bpf_objects.py checks every entry against the running kernel's BTF.
  */
-static const char link_type_names[][NAME_SIZE] = {
+static const char link_type_names[][TYPE_NAME_SIZE] = {
 	[0] = "unspec",
 	[1] = "raw_tracepoint",
 	[2] = "tracing",
@@ -59,7 +59,7 @@ static const char link_type_names[][NAME_SIZE] = {
 	[14] = "sockmap",
 };
 
-static const char attach_type_names[][NAME_SIZE] = {
+static const char attach_type_names[][TYPE_NAME_SIZE] = {
 	[0] = "cgroup_inet_ingress",
 	[1] = "cgroup_inet_egress",
 	[2] = "cgroup_inet_sock_create",
@@ -135,12 +135,12 @@ static __always_inline __u32 attach_type(struct bpf_link *link, __u32 type)
 }
 
 /* Points `name` at the table's name for `value`, or writes the number into `buffer`. */
-static __always_inline const char *type_name(const char (*names)[NAME_SIZE], __u32 count,
+static __always_inline const char *type_name(const char (*names)[TYPE_NAME_SIZE], __u32 count,
 					     __u32 value, char *buffer)
 {
 	if (value < count && names[value][0])
 		return names[value];
-	BPF_SNPRINTF(buffer, NAME_SIZE, "%u", value);
+	BPF_SNPRINTF(buffer, TYPE_NAME_SIZE, "%u", value);
 	return buffer;
 }
 
@@ -164,7 +164,7 @@ int bpf_link(struct bpf_iter__bpf_link *ctx)
 	struct seq_file *seq = meta->seq;
 	struct bpf_link *link = ctx->link;
 	struct session *session = session_get(meta);
-	char unknown_type[NAME_SIZE], unknown_attach[NAME_SIZE], target[TARGET_SIZE];
+	char unknown_type[TYPE_NAME_SIZE], unknown_attach[TYPE_NAME_SIZE], target[TARGET_SIZE];
 	const char *type_text, *attach = "-";
 	__u32 type;
 

@@ -19,7 +19,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define ADDRESS_DIGITS 16		/* %px of a 64-bit pointer */
 #define LINE_AT 5			/* where a line starts in the scratch, */
 #define NAME_AT (LINE_AT + ADDRESS_DIGITS + 3)	/* so that the name is aligned: 24 */
-#define NAME_SIZE 512			/* KSYM_NAME_LEN since 6.1 */
+#define KSYM_NAME_SIZE 512			/* KSYM_NAME_LEN since 6.1 */
 #define MODULE_NAME_SIZE 64		/* MODULE_NAME_LEN is 56 on 64-bit */
 #define KSYM_LINE_SIZE 1024		/* room for the longest line, a power of two */
 
@@ -50,7 +50,7 @@ static __always_inline __u32 put_name(struct ksym_line *line, struct kallsym_ite
 	const __u64 *words = (const __u64 *)iter->name;
 
 #pragma unroll
-	for (int i = 0; i < NAME_SIZE / 8; i++) {
+	for (int i = 0; i < KSYM_NAME_SIZE / 8; i++) {
 		__u64 word = words[i];
 
 		*(__u64 *)&line->text[NAME_AT + 8 * i] = word;
@@ -113,7 +113,7 @@ int ksym(struct bpf_iter__ksym *ctx)
 		return 0;
 	if (iter->module_name[0]) {
 		if (at > KSYM_LINE_SIZE - MODULE_NAME_SIZE - 4)
-			return 0;	/* cannot be: a name is shorter than NAME_SIZE */
+			return 0;	/* cannot be: a name is shorter than KSYM_NAME_SIZE */
 		line->text[at++] = '\t';
 		line->text[at++] = '[';
 		length = bpf_probe_read_kernel_str(&line->text[at], MODULE_NAME_SIZE,

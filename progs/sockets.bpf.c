@@ -41,7 +41,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define OUT_SIZE	2048	/* a line at its longest is under 1 KiB */
 #define OUT_MASK	(OUT_SIZE - 1)
 #define COMM_AT		1536	/* where a task's comm column is kept, past any line */
-#define NAME_SIZE	128	/* sun_path (108) and its NUL, rounded up */
+#define UNIX_NAME_SIZE	128	/* sun_path (108) and its NUL, rounded up */
 #define NETDEV_HASHENTRIES 256
 #define IFNAMSIZ	16
 #define ETH_P_ALL	3
@@ -59,7 +59,7 @@ struct scratch {
 	char tgid[16];
 	char out[OUT_SIZE];
 	__u8 address[16];	/* an inet or inet6 address, as the socket holds it */
-	char name[NAME_SIZE];	/* a unix name, a device name, comm */
+	char name[UNIX_NAME_SIZE];	/* a unix name, a device name, comm */
 };
 
 PER_THREAD_SCRATCH(struct scratch)
@@ -291,7 +291,7 @@ __noinline __u32 put_escaped(struct scratch *s, __u32 at, __u32 length, __u32 ab
 {
 	if (!s)
 		return at;
-	for (__u32 i = 0; i < NAME_SIZE && i < length; i++) {
+	for (__u32 i = 0; i < UNIX_NAME_SIZE && i < length; i++) {
 		unsigned char c = s->name[i];
 
 		if (!c && abstract)
@@ -315,7 +315,7 @@ __noinline __u32 name_length(struct scratch *s, __u32 size)
 
 	if (!s)
 		return 0;
-	for (__u32 i = 0; i < NAME_SIZE && i < size; i++) {
+	for (__u32 i = 0; i < UNIX_NAME_SIZE && i < size; i++) {
 		if (!s->name[i])
 			break;
 		length++;
@@ -391,7 +391,7 @@ static __always_inline __u32 put_unix_name(struct scratch *s, __u32 at, struct u
 	if (length <= 0 || length > UNIX_PATH_MAX + 1)
 		return put_byte(s, at, '*');
 	__builtin_memset(s->name, 0, sizeof(s->name));
-	bpf_probe_read_kernel(s->name, length & (NAME_SIZE - 1), &addr->name[0].sun_path);
+	bpf_probe_read_kernel(s->name, length & (UNIX_NAME_SIZE - 1), &addr->name[0].sun_path);
 	if (s->name[0])
 		return put_escaped(s, at, name_length(s, length), 0);
 	return put_escaped(s, at, length, 1);

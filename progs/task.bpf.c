@@ -23,7 +23,7 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define NAME_SIZE 64			/* proc_task_name()'s buffer */
+#define TASK_NAME_SIZE 64			/* proc_task_name()'s buffer */
 #define NSEC_PER_CLOCK_TICK (NSEC_PER_SEC / USER_HZ)
 
 /* include/linux/sched.h; constants, not in BTF */
@@ -90,9 +90,9 @@ struct scratch {
 	struct reader reader;
 	struct process_columns processes[PROCESS_SLOTS];
 	struct line line;
-	char line_end[NAME_SIZE + 1];	/* the name and newline, after the longest line */
-	char name[NAME_SIZE];
-	char escaped[NAME_SIZE * 2];
+	char line_end[TASK_NAME_SIZE + 1];	/* the name and newline, after the longest line */
+	char name[TASK_NAME_SIZE];
+	char escaped[TASK_NAME_SIZE * 2];
 };
 
 PER_THREAD_SCRATCH(struct scratch)
@@ -305,21 +305,21 @@ static __always_inline long worker_name(char *name, struct task_struct *task)
 		description = worker->desc;
 	}
 	if (rescue_wq) {
-		length = BPF_SNPRINTF(name, NAME_SIZE, "kworker/R-%s%s%s", rescue_wq->name,
+		length = BPF_SNPRINTF(name, TASK_NAME_SIZE, "kworker/R-%s%s%s", rescue_wq->name,
 				      sign, description);
 	} else if (!pool) {
-		length = BPF_SNPRINTF(name, NAME_SIZE, "kworker/dying");
+		length = BPF_SNPRINTF(name, TASK_NAME_SIZE, "kworker/dying");
 	} else if (BPF_CORE_READ(pool, cpu) >= 0) {
-		length = BPF_SNPRINTF(name, NAME_SIZE, "kworker/%d:%d%s%s%s",
+		length = BPF_SNPRINTF(name, TASK_NAME_SIZE, "kworker/%d:%d%s%s%s",
 				      BPF_CORE_READ(pool, cpu), BPF_CORE_READ(worker, id),
 				      BPF_CORE_READ(pool, attrs, nice) < 0 ? high_priority : no_text,
 				      sign, description);
 	} else {
-		length = BPF_SNPRINTF(name, NAME_SIZE, "kworker/u%d:%d%s%s",
+		length = BPF_SNPRINTF(name, TASK_NAME_SIZE, "kworker/u%d:%d%s%s",
 				      BPF_CORE_READ(pool, id), BPF_CORE_READ(worker, id),
 				      sign, description);
 	}
-	return length > NAME_SIZE ? NAME_SIZE : length;
+	return length > TASK_NAME_SIZE ? TASK_NAME_SIZE : length;
 }
 
 /*
@@ -355,7 +355,7 @@ static __always_inline __u32 task_name(char *name, struct task_struct *task)
 		if (task->flags & PF_KTHREAD)
 			full_name = kthread_full_name(kthread_of(task));
 		if (full_name)
-			length = bpf_probe_read_kernel_str(name, NAME_SIZE, full_name);
+			length = bpf_probe_read_kernel_str(name, TASK_NAME_SIZE, full_name);
 		else
 			return comm_copy(name, task);
 	}
@@ -391,7 +391,7 @@ static long escape_name_char(__u32 index, struct name_escape *e)
 
 	if (!s || index >= e->length || out > sizeof(s->escaped) - 2)
 		return 1;
-	c = s->name[index & (NAME_SIZE - 1)];
+	c = s->name[index & (TASK_NAME_SIZE - 1)];
 	if (c == '\n' || c == '\\') {
 		s->escaped[out] = '\\';
 		s->escaped[out + 1] = c == '\n' ? 'n' : '\\';
@@ -581,22 +581,22 @@ int task(struct bpf_iter__task *ctx)
 	}
 
 	length = task_name(s->name, task);
-	for (offset = 0; offset < NAME_SIZE; offset += 8)
+	for (offset = 0; offset < TASK_NAME_SIZE; offset += 8)
 		escaping |= word_needs_escape(s, offset, length);
 	if (!escaping) {
 		/* The usual case: the whole line goes out in one write. */
-		for (offset = 0; offset < length && offset < NAME_SIZE; offset += 8) {
+		for (offset = 0; offset < length && offset < TASK_NAME_SIZE; offset += 8) {
 			*(__u64 *)&s->line.text[at + offset] = *(__u64 *)&s->name[offset];
 			asm volatile("" ::: "memory");	/* a loop, not a memmove() call */
 		}
-		length &= NAME_SIZE - 1;
+		length &= TASK_NAME_SIZE - 1;
 		s->line.text[at + length] = '\n';
 		bpf_seq_write(seq, s->line.text, at + length + 1);
 		return 0;
 	}
 	bpf_seq_write(seq, s->line.text, at);
 	escape.length = length;
-	bpf_loop(NAME_SIZE, escape_name_char, &escape, 0);
+	bpf_loop(TASK_NAME_SIZE, escape_name_char, &escape, 0);
 	bpf_seq_write(seq, s->escaped, escape.written & (sizeof(s->escaped) - 1));
 	bpf_seq_write(seq, "\n", 1);
 	return 0;

@@ -29,7 +29,7 @@
 char LICENSE[] SEC("license") = "GPL";
 
 #define HEADER_SIZE 128		/* the line up to its name */
-#define NAME_SIZE 128
+#define VMA_NAME_SIZE 128
 #define BUILT_END (2 * PATH_SIZE)	/* where the path being built ends in s->path.escaped */
 #define NAME_COLUMN 72		/* seq_setwidth(m, 25 + sizeof(void *) * 6 - 1) */
 
@@ -108,7 +108,7 @@ struct path_walk {
 struct scratch {
 	struct path_walk walk;
 	char line[HEADER_SIZE];
-	char name[NAME_SIZE];
+	char name[VMA_NAME_SIZE];
 	struct path_buffer path;	/* paths.h */
 };
 
@@ -395,15 +395,15 @@ static __always_inline void write_kernel_string(struct seq_file *seq, struct scr
 
 	if (length <= 0)
 		length = 1;
-	s->name[(length - 1) & (NAME_SIZE - 1)] = '\n';
-	bpf_seq_write(seq, s->name, length & (NAME_SIZE - 1));
+	s->name[(length - 1) & (VMA_NAME_SIZE - 1)] = '\n';
+	bpf_seq_write(seq, s->name, length & (VMA_NAME_SIZE - 1));
 }
 
 /* What bpf_snprintf() put in s->name, without its NUL. */
 static __always_inline void write_formatted(struct seq_file *seq, struct scratch *s, long length)
 {
 	if (length > 1)
-		bpf_seq_write(seq, s->name, (length - 1) & (NAME_SIZE - 1));
+		bpf_seq_write(seq, s->name, (length - 1) & (VMA_NAME_SIZE - 1));
 }
 
 /* show_map_vma(): the header, then the name get_vma_name() gives. */
