@@ -20,6 +20,8 @@ TCP sockets and 10,000 threads held.
                            filefd     file handles allocated
                                       (/proc/sys/fs/file-nr): a kernel counter,
                                       not the per-process fds files.prom counts
+                           slabinfo   every slab cache's objects, sizes and
+                                      slabs (/proc/slabinfo): slab.prom's
                          netstat is left out: its counters (/proc/net/snmp,
                          netstat) are no number metrics/ gives.
     empty scrape         node_exporter with no collector at all: what an HTTP
@@ -52,7 +54,7 @@ SOCKETS = 30000
 THREADS = 10000
 ROUNDS = 15
 TARGET = 0.5
-PROC_COLLECTORS = ("tcpstat", "processes", "sockstat", "filefd")
+PROC_COLLECTORS = ("tcpstat", "processes", "sockstat", "filefd", "slabinfo")
 START_TIMEOUT = 30
 
 
