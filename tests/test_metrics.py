@@ -169,13 +169,14 @@ def parse(text):
             _, kind, name, text = line.split(None, 3)
             described.add((kind, name, text if kind == "TYPE" else None))
             continue
-        match = re.fullmatch(r'([a-z_]+)(?:\{(.*)\})? (\d+)', line)
+        match = re.fullmatch(r'([a-z_]+)(?:\{(.*)\})? (\d+(?:\.\d+)?)', line)
         assert match, line
         name, labels, value = match.groups()
         labels = {name: unescape(value) for name, value
                   in re.findall(r'(\w+)="((?:[^"\\\n]|\\[\\"n])*)"', labels or "")}
-        assert {("HELP", name, None), ("TYPE", name, "gauge")} <= described, line
-        samples.append(Sample(name, labels, int(value)))
+        assert ("HELP", name, None) in described, line
+        assert ("TYPE", name, "counter" if name.endswith("_total") else "gauge") in described, line
+        samples.append(Sample(name, labels, int(value) if "." not in value else value))
     return samples
 
 
@@ -206,7 +207,7 @@ def test_metrics_directory_holds_the_metrics_alone(mount):
     assert sorted(os.listdir(m)) == ROOT_ENTRIES
     assert sorted(os.listdir(m / METRICS)) == METRIC_VIEWS
     assert set(ALL_METRICS) >= {"tcp.prom", "udp.prom", "unix.prom", "tasks.prom",
-                                "files.prom", "slab.prom"}
+                                "files.prom", "slab.prom", "bpf_programs.prom"}
     directory = os.stat(m / METRICS)
     assert stat.S_ISDIR(directory.st_mode) and stat.S_IMODE(directory.st_mode) == 0o555
     for name in METRIC_VIEWS:
@@ -498,6 +499,83 @@ def test_slab_cache_the_test_grows(mount):
     assert ours["iterfs_slab_objects"][cache] == before[cache].active_objs
     assert ours["iterfs_slab_objects"][cache] >= slabinfo.NAMESPACES
     assert ours["iterfs_slab_bytes"][cache] >= slabinfo.NAMESPACES * before[cache].objsize
+
+
+# -- BPF programs' runs ----------------------------------------------------------------
+
+BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+@contextlib.contextmanager
+def bpf_stats_enabled():
+    """kernel.bpf_stats_enabled at 1, and back to what it was on the way out."""
+    was = BPF_STATS.read_text()
+    BPF_STATS.write_text("1\n")
+    try:
+        yield
+    finally:
+        BPF_STATS.write_text(was)
+
+
+def bpftool_programs():
+    """{id: (name, run_cnt, run_time_ns)} of `bpftool prog show -j`."""
+    shown = json.loads(subprocess.run(["bpftool", "prog", "show", "-j"], check=True,
+                                      capture_output=True, text=True, timeout=60).stdout)
+    return {p["id"]: (p.get("name", ""), p.get("run_cnt", 0), p.get("run_time_ns", 0))
+            for p in shown}
+
+
+def seconds_as_nanoseconds(value):
+    """Seconds written with nine decimals, as nanoseconds, exactly."""
+    whole, nanoseconds = value.split(".")
+    assert len(nanoseconds) == 9, value
+    return int(whole) * 10**9 + int(nanoseconds)
+
+
+def bpf_program_metrics(mount):
+    """{id: (name, runs, run nanoseconds)} of bpf_programs.prom, each metric's
+    samples together and each program once in each."""
+    samples = parse(read_metric(mount, "bpf_programs.prom"))
+    names = [name for name, _ in itertools.groupby(s.name for s in samples)]
+    assert names == ["iterfs_bpf_program_runs_total", "iterfs_bpf_program_run_seconds_total"]
+    runs = {int(s.labels["id"]): (s.labels["name"], s.value) for s in samples
+            if s.name == "iterfs_bpf_program_runs_total"}
+    nanoseconds = {int(s.labels["id"]): (s.labels["name"], seconds_as_nanoseconds(s.value))
+                   for s in samples if s.name == "iterfs_bpf_program_run_seconds_total"}
+    assert len(runs) == len([s for s in samples if s.name == "iterfs_bpf_program_runs_total"])
+    assert runs.keys() == nanoseconds.keys()
+    return {id: (name, count, nanoseconds[id][1]) for id, (name, count) in runs.items()}
+
+
+@needs_target("bpf_prog")
+def test_bpf_program_runs_against_bpftool(mount):
+    """With kernel.bpf_stats_enabled set by the test (and restored): every
+    program loaded throughout, by id and name, its runs and run time between
+    bpftool's just before and just after; the mount's tcp6 program ran as
+    twice for each time the test read /tcp6 with a socket listening (once for
+    the socket, once for the final call) and more."""
+    if "tcp6" not in os.listdir(mount.mountpoint):
+        pytest.skip("no /tcp6 on this kernel")
+    with bpf_stats_enabled(), socket.socket(socket.AF_INET6) as listener:
+        listener.bind(("::1", 0))
+        listener.listen()
+        for _ in range(5):      # a call for the listener, and the final call
+            (mount.mountpoint / "tcp6").read_bytes()
+        before = bpftool_programs()
+        ours = bpf_program_metrics(mount)
+        after = bpftool_programs()
+    throughout = before.keys() & after.keys()
+    assert throughout and throughout <= ours.keys()
+    assert ours.keys() <= before.keys() | after.keys()
+    for id in throughout:
+        name, runs, nanoseconds = ours[id]
+        # The kernel keeps 15 characters of a name; bpftool finds the rest in BTF.
+        assert name == before[id][0][:15] == after[id][0][:15]
+        assert before[id][1] <= runs <= after[id][1], (id, before[id], ours[id], after[id])
+        assert before[id][2] <= nanoseconds <= after[id][2], (id, before[id], ours[id], after[id])
+    tcp6 = {id: (before[id], ours[id]) for id in throughout if ours[id][0] == "tcp6"}
+    assert any(runs >= 5 * 2 and nanoseconds > 0 for _, (_, runs, nanoseconds) in tcp6.values()), \
+        tcp6
 
 
 # -- a metric of one's own ---------------------------------------------------------
