@@ -45,7 +45,8 @@ def test_views_keep_their_numbers_until_their_program_changes():
     assert table.apply(scan(tcp, udp)) == ["tcp", "udp"]
     first = numbers(table)
     assert first[".status"] == views.STATUS_NUMBER
-    assert list(first) == [".status", "tcp", "udp"]          # iterated by name
+    assert first["metrics"] == views.METRICS_NUMBER          # iterfs's own, as .status
+    assert list(first) == [".status", "metrics", "tcp", "udp"]   # iterated by name
     assert table.number(b"tcp") == first["tcp"] and table.number(b"nope") is None
 
     # The same programs: nothing changes, nothing is closed.
@@ -66,11 +67,11 @@ def test_views_keep_their_numbers_until_their_program_changes():
     back = View("tcp")
     assert table.apply(scan(back, new_udp, unix)) == ["tcp"]
     assert table.number(b"tcp") not in (first["tcp"], second["udp"], second["unix"])
-    assert len(set(numbers(table).values())) == 4
+    assert len(set(numbers(table).values())) == 5          # .status and metrics too
 
     table.close()
     assert back.closes == new_udp.closes == unix.closes == 1
-    assert list(numbers(table)) == [".status"]
+    assert list(numbers(table)) == [".status", "metrics"]     # what iterfs serves itself stays
 
 
 @needs_libbpf
