@@ -23,6 +23,7 @@ from pathlib import Path
 import fairness
 import load
 import memory
+import metrics
 import per_open
 import processes
 import sockets
@@ -31,7 +32,7 @@ from harness import report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CASES = ("streaming", "per_open", "fairness", "listing", "files", "threads", "sockets",
-         "memory")
+         "metrics", "memory")
 # The results' order: a case may give more than one (sockets: against ss, against psutil).
 RESULTS_ORDER = ("streaming", "streaming_small") + CASES[1:CASES.index("sockets") + 1] + \
     ("sockets_psutil",) + CASES[CASES.index("sockets") + 1:]
@@ -58,7 +59,8 @@ def run_cases(selected, directory, say):
             say(f"{result.case}: {result.metric} = {result.value:.3g} "
                 f"(target {result.target_text()})")
 
-    shared = {"streaming", "per_open", "fairness", "listing", "files", "threads", "sockets"}
+    shared = {"streaming", "per_open", "fairness", "listing", "files", "threads", "sockets",
+              "metrics"}
     if selected & shared:
         with load.running_daemon(directory / "mnt") as daemon:
             mnt = daemon.mountpoint
@@ -94,6 +96,10 @@ def run_cases(selected, directory, say):
                 say(f"holding {sockets.SOCKETS:,} TCP sockets in {sockets.PROCESSES} processes")
                 with load.socket_processes(sockets.PROCESSES, sockets.SOCKETS) as holders:
                     measure("sockets", lambda: sockets.sockets(mnt, holders))
+            if "metrics" in selected:
+                say(f"holding {metrics.SOCKETS:,} sockets and {metrics.THREADS:,} threads")
+                with load.sockets(metrics.SOCKETS), load.threads(metrics.THREADS):
+                    measure("metrics", lambda: metrics.metrics(mnt))
     if "memory" in selected:
         with load.running_daemon(directory / "mnt-memory") as daemon, \
                 load.process_with_fds(SMALL_VIEW_FILES) as pid:

@@ -6,6 +6,7 @@ count is known: what the test made, and what /proc/<pid>/net/* lists there."""
 
 import collections
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -21,9 +22,11 @@ from pathlib import Path
 
 import pytest
 
+import test_kmem_cache as slabinfo
 from conftest import (ALL_METRICS, METRIC_VIEWS, METRICS, ROOT, ROOT_ENTRIES, STATUS,
-                      kernel_refusal, needs_target, network_namespace_of, parse_status,
+                      Holders, kernel_refusal, needs_target, network_namespace_of, parse_status,
                       running_daemon, view_target)
+from iterfs.views import ROOT_ONLY_TARGETS
 
 pytestmark = pytest.mark.kernel
 
@@ -152,6 +155,11 @@ def sockets():
 Sample = collections.namedtuple("Sample", "name labels value")
 
 
+def unescape(value):
+    """A label value as the text format escapes it (backslash, quote, newline)."""
+    return re.sub(r'\\(.)', lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
+
+
 def parse(text):
     """The samples of a text in the exposition format, each family's HELP and
     TYPE checked to come before its samples."""
@@ -161,12 +169,14 @@ def parse(text):
             _, kind, name, text = line.split(None, 3)
             described.add((kind, name, text if kind == "TYPE" else None))
             continue
-        match = re.fullmatch(r'([a-z_]+)(?:\{(.*)\})? (\d+)', line)
+        match = re.fullmatch(r'([a-z_]+)(?:\{(.*)\})? (\d+(?:\.\d+)?)', line)
         assert match, line
         name, labels, value = match.groups()
-        labels = dict(re.findall(r'(\w+)="([^"\\]*)"', labels or ""))
-        assert {("HELP", name, None), ("TYPE", name, "gauge")} <= described, line
-        samples.append(Sample(name, labels, int(value)))
+        labels = {name: unescape(value) for name, value
+                  in re.findall(r'(\w+)="((?:[^"\\\n]|\\[\\"n])*)"', labels or "")}
+        assert ("HELP", name, None) in described, line
+        assert ("TYPE", name, "counter" if name.endswith("_total") else "gauge") in described, line
+        samples.append(Sample(name, labels, int(value) if "." not in value else value))
     return samples
 
 
@@ -197,12 +207,14 @@ def test_metrics_directory_holds_the_metrics_alone(mount):
     assert sorted(os.listdir(m)) == ROOT_ENTRIES
     assert sorted(os.listdir(m / METRICS)) == METRIC_VIEWS
     assert set(ALL_METRICS) >= {"tcp.prom", "udp.prom", "unix.prom", "tasks.prom",
-                                "files.prom"}
+                                "files.prom", "slab.prom", "bpf_programs.prom"}
     directory = os.stat(m / METRICS)
     assert stat.S_ISDIR(directory.st_mode) and stat.S_IMODE(directory.st_mode) == 0o555
     for name in METRIC_VIEWS:
         attributes = os.stat(m / METRICS / name)
-        assert stat.S_ISREG(attributes.st_mode) and stat.S_IMODE(attributes.st_mode) == 0o444
+        # Root's alone where the view of its target is, as /proc/slabinfo is.
+        mode = 0o400 if view_target(name) in ROOT_ONLY_TARGETS else 0o444
+        assert stat.S_ISREG(attributes.st_mode) and stat.S_IMODE(attributes.st_mode) == mode
         assert not (m / name).exists()                    # not at the root
     assert not (m / METRICS / "tcp6").exists() and not (m / METRICS / STATUS).exists()
     with pytest.raises(IsADirectoryError):
@@ -405,6 +417,165 @@ def test_open_files_in_all(mount):
     released = open_files(mount)
     # What else opened or closed meanwhile, on a shared machine: a little.
     assert abs((held - released) - 5003) < 500, (held, released)
+
+
+# -- slab caches --------------------------------------------------------------------
+
+SLAB_METRICS = ("iterfs_slab_objects", "iterfs_slab_object_size_bytes", "iterfs_slab_bytes")
+SLAB_ATTEMPTS = 20
+
+
+def slab_metrics(mount):
+    """{metric: {cache: value}} of slab.prom, each metric's samples together and
+    each cache once."""
+    samples = parse(read_metric(mount, "slab.prom"))
+    assert [name for name, _ in itertools.groupby(s.name for s in samples)] == \
+        list(SLAB_METRICS)
+    metrics = {name: {} for name in SLAB_METRICS}
+    for sample in samples:
+        assert list(sample.labels) == ["cache"]
+        assert sample.labels["cache"] not in metrics[sample.name], sample
+        metrics[sample.name][sample.labels["cache"]] = sample.value
+    return metrics
+
+
+def slab_compared(mount):
+    """(/proc/slabinfo before, slab.prom, /proc/slabinfo after), by cache name,
+    read where the caches were the same in both reads of /proc and every cache's
+    slab bytes lay between them (counters any allocation moves: read again
+    where one moved up and back down meanwhile)."""
+    for _ in range(SLAB_ATTEMPTS):
+        before = {c.name: c for c in slabinfo.parse(slabinfo.read_text(slabinfo.SLABINFO))}
+        ours = slab_metrics(mount)
+        after = {c.name: c for c in slabinfo.parse(slabinfo.read_text(slabinfo.SLABINFO))}
+        if before.keys() != after.keys():
+            continue                        # a cache created or destroyed meanwhile
+        if not all(cache.keys() == before.keys() for cache in ours.values()):
+            continue
+        page = os.sysconf("SC_PAGE_SIZE")
+        if all(min(before[n].num_slabs, after[n].num_slabs) * before[n].pagesperslab * page
+               <= ours["iterfs_slab_bytes"][n] <=
+               max(before[n].num_slabs, after[n].num_slabs) * before[n].pagesperslab * page
+               for n in before):
+            return before, ours, after
+    pytest.fail(f"slab.prom and /proc/slabinfo never agreed in {SLAB_ATTEMPTS} reads")
+
+
+@needs_target("kmem_cache")
+def test_slab_caches_against_slabinfo(mount):
+    """Every cache /proc/slabinfo lists, once in each metric: its object size
+    equal; its slab bytes between /proc's two reads (slab_compared); its objects
+    in use equal for nine of ten caches that held still between /proc's reads
+    (what the kmem_cache view's test requires, for the same count made without
+    SLUB's list_lock: progs/slabinfo.h), and the sum within 1% of all objects."""
+    before, ours, after = slab_compared(mount)
+    assert len(before) > 50
+    assert ours["iterfs_slab_object_size_bytes"] == {n: c.objsize for n, c in before.items()}
+    still = [n for n in before if before[n].active_objs == after[n].active_objs]
+    assert len(still) > len(before) // 2
+    agree = [n for n in still if ours["iterfs_slab_objects"][n] == before[n].active_objs]
+    assert len(agree) >= 0.9 * len(still), set(still) - set(agree)
+    low, high = sorted(sum(c.active_objs for c in caches.values()) for caches in (before, after))
+    slack = slabinfo.ACTIVE_SLACK * sum(c.num_objs for c in before.values())
+    assert low - slack <= sum(ours["iterfs_slab_objects"].values()) <= high + slack
+
+
+@needs_target("kmem_cache")
+def test_slab_cache_the_test_grows(mount):
+    """uts_namespace, a cache of its own that only new UTS namespaces take from:
+    with 1,000 held by the test, its objects in use equal /proc's, read while
+    it holds still."""
+    holders = Holders(slabinfo.UTS_HOLDER, [slabinfo.NAMESPACES])
+    try:
+        for _ in range(SLAB_ATTEMPTS):
+            before, ours, after = slab_compared(mount)
+            cache = slabinfo.GROWN_CACHE
+            if before[cache].active_objs == after[cache].active_objs:
+                break
+        else:
+            pytest.fail(f"{slabinfo.GROWN_CACHE} never held still")
+    finally:
+        holders.close()
+    assert ours["iterfs_slab_objects"][cache] == before[cache].active_objs
+    assert ours["iterfs_slab_objects"][cache] >= slabinfo.NAMESPACES
+    assert ours["iterfs_slab_bytes"][cache] >= slabinfo.NAMESPACES * before[cache].objsize
+
+
+# -- BPF programs' runs ----------------------------------------------------------------
+
+BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+@contextlib.contextmanager
+def bpf_stats_enabled():
+    """kernel.bpf_stats_enabled at 1, and back to what it was on the way out."""
+    was = BPF_STATS.read_text()
+    BPF_STATS.write_text("1\n")
+    try:
+        yield
+    finally:
+        BPF_STATS.write_text(was)
+
+
+def bpftool_programs():
+    """{id: (name, run_cnt, run_time_ns)} of `bpftool prog show -j`."""
+    shown = json.loads(subprocess.run(["bpftool", "prog", "show", "-j"], check=True,
+                                      capture_output=True, text=True, timeout=60).stdout)
+    return {p["id"]: (p.get("name", ""), p.get("run_cnt", 0), p.get("run_time_ns", 0))
+            for p in shown}
+
+
+def seconds_as_nanoseconds(value):
+    """Seconds written with nine decimals, as nanoseconds, exactly."""
+    whole, nanoseconds = value.split(".")
+    assert len(nanoseconds) == 9, value
+    return int(whole) * 10**9 + int(nanoseconds)
+
+
+def bpf_program_metrics(mount):
+    """{id: (name, runs, run nanoseconds)} of bpf_programs.prom, each metric's
+    samples together and each program once in each."""
+    samples = parse(read_metric(mount, "bpf_programs.prom"))
+    names = [name for name, _ in itertools.groupby(s.name for s in samples)]
+    assert names == ["iterfs_bpf_program_runs_total", "iterfs_bpf_program_run_seconds_total"]
+    runs = {int(s.labels["id"]): (s.labels["name"], s.value) for s in samples
+            if s.name == "iterfs_bpf_program_runs_total"}
+    nanoseconds = {int(s.labels["id"]): (s.labels["name"], seconds_as_nanoseconds(s.value))
+                   for s in samples if s.name == "iterfs_bpf_program_run_seconds_total"}
+    assert len(runs) == len([s for s in samples if s.name == "iterfs_bpf_program_runs_total"])
+    assert runs.keys() == nanoseconds.keys()
+    return {id: (name, count, nanoseconds[id][1]) for id, (name, count) in runs.items()}
+
+
+@needs_target("bpf_prog")
+def test_bpf_program_runs_against_bpftool(mount):
+    """With kernel.bpf_stats_enabled set by the test (and restored): every
+    program loaded throughout, by id and name, its runs and run time between
+    bpftool's just before and just after; the mount's tcp6 program ran as
+    twice for each time the test read /tcp6 with a socket listening (once for
+    the socket, once for the final call) and more."""
+    if "tcp6" not in os.listdir(mount.mountpoint):
+        pytest.skip("no /tcp6 on this kernel")
+    with bpf_stats_enabled(), socket.socket(socket.AF_INET6) as listener:
+        listener.bind(("::1", 0))
+        listener.listen()
+        for _ in range(5):      # a call for the listener, and the final call
+            (mount.mountpoint / "tcp6").read_bytes()
+        before = bpftool_programs()
+        ours = bpf_program_metrics(mount)
+        after = bpftool_programs()
+    throughout = before.keys() & after.keys()
+    assert throughout and throughout <= ours.keys()
+    assert ours.keys() <= before.keys() | after.keys()
+    for id in throughout:
+        name, runs, nanoseconds = ours[id]
+        # The kernel keeps 15 characters of a name; bpftool finds the rest in BTF.
+        assert name == before[id][0][:15] == after[id][0][:15]
+        assert before[id][1] <= runs <= after[id][1], (id, before[id], ours[id], after[id])
+        assert before[id][2] <= nanoseconds <= after[id][2], (id, before[id], ours[id], after[id])
+    tcp6 = {id: (before[id], ours[id]) for id in throughout if ours[id][0] == "tcp6"}
+    assert any(runs >= 5 * 2 and nanoseconds > 0 for _, (_, runs, nanoseconds) in tcp6.values()), \
+        tcp6
 
 
 # -- a metric of one's own ---------------------------------------------------------
