@@ -45,7 +45,6 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
 from harness import Result, median_times, read_all
 
