@@ -12,7 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from conftest import (  # noqa: E402,F401
-    OBJECTS, PROCESSES_HOLDER, SOCKET_HOLDER, Holders, hold_sockets, running_daemon)
+    OBJECTS, PROCESSES_HOLDER, SOCKET_HOLDER, Holders, hold_sockets, running_daemon,
+    stop_process)
 
 # One process holding `n` open files (fds) in all, stdin, stdout and stderr counted.
 FDS_HOLDER = r"""

@@ -47,6 +47,7 @@ import time
 import urllib.request
 
 from harness import Result, median_times, read_all
+from load import stop_process
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 SOCKETS = 30000
@@ -94,12 +95,7 @@ def node_exporter(*collector_arguments):
                     time.sleep(0.1)
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 def sample(text, name, labels=""):

@@ -318,6 +318,16 @@ def fdinfo(pid, fd):
     return int(fields["flags"], 8), int(fields["pos"])
 
 
+def stop_process(process, timeout=10):
+    """SIGTERM, then SIGKILL after `timeout` seconds; waits until it is gone."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def kill_quietly(process):
     try:
         process.send_signal(signal.SIGKILL)

@@ -24,7 +24,7 @@ import pytest
 import test_kmem_cache as slabinfo
 from conftest import (ALL_METRICS, METRIC_VIEWS, METRICS, ROOT, ROOT_ENTRIES, STATUS,
                       Holders, kernel_refusal, needs_target, network_namespace_of, parse_status,
-                      running_daemon, view_target)
+                      running_daemon, stop_process, view_target)
 from iterfs.views import ROOT_ONLY_TARGETS
 
 pytestmark = pytest.mark.kernel
@@ -675,12 +675,7 @@ def started(command, log_path, netns_pid):
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @pytest.mark.skipif(not (os.path.exists(NODE_EXPORTER) and os.path.exists(PROMETHEUS)),
