@@ -9,7 +9,7 @@
     /<view>/<map id>      open() attaches with linfo.map.map_fd
     /.status              what became of each program file (status.py)
     /metrics/             the metric views, <name>.prom (metrics.py)
-    /metrics/<name>.prom  a file: open() attaches its program with no linfo
+    /metrics/<name>.prom  a file: open() attaches its programs with no linfo
 
 Inode numbers are computed, never stored (inodes.py). Only open files keep state.
 

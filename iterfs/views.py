@@ -1,7 +1,8 @@
 """Views: the files and directories at the mount's root, one per program.
 
 A program file in a program directory (see directories.py) holding one
-`iter/<target>` program becomes a view. Its target decides its shape: task
+`iter/<target>` program becomes a view (a metric may hold several of one
+target: metrics.py). Its target decides its shape: task
 targets are per-process directories, map targets directories of the maps they
 can walk, every other target a single file. A view whose name ends in `.prom`
 is a metric (metrics.py): a single file in `metrics/` whatever its task
@@ -78,13 +79,17 @@ class ProgramRejected(Exception):
 
 @dataclasses.dataclass(eq=False)
 class View(Served):
-    """A program's view."""
+    """A program's view: a metric's may have several programs (metrics.py)."""
 
     name: str
-    program: bpf.Program
+    programs: tuple     # bpf.Program, in the order their walks are read
     source: str         # the file it came from
     identity: tuple     # what it was built from: the same identity, the same program
     restricted: bool = False    # a drop-in that did not declare itself world-readable
+
+    @property
+    def program(self):
+        return self.programs[0]
 
     @property
     def target(self):
@@ -117,6 +122,15 @@ class View(Served):
         return self.per_process or self.per_map
 
     def attach(self, *, pid=None, tid=None, map_id=None):
+        if len(self.programs) > 1:          # a metric's: no parameter
+            links = []
+            try:
+                for program in self.programs:
+                    links.append(program.attach_iterator())
+            except BaseException:
+                metrics.close_all(links)
+                raise
+            return metrics.Walks(links)
         try:
             return self.program.attach_iterator(pid=pid, tid=tid, map_id=map_id)
         except bpf.BpfError as error:
@@ -245,8 +259,8 @@ class ViewTable(collections.abc.Mapping):
                 return current
         obj = bpf.Object(path, content=content)
         try:
-            program = _iterator_program(obj, candidate.path)
-            entry.target = program.iterator_target
+            programs = _iterator_programs(obj, candidate.path, metrics.is_metric(candidate.name))
+            entry.target = programs[0].iterator_target
             refusal = targets.refusal(entry.target)
             if refusal:
                 raise TargetUnsupported(refusal)
@@ -262,10 +276,11 @@ class ViewTable(collections.abc.Mapping):
         except BaseException:
             obj.close()
             raise
-        log.debug("view %s: program %s, target %s, from %s", candidate.name, program.name,
-                  entry.target, candidate.path)
+        log.debug("view %s: %s %s, target %s, from %s", candidate.name,
+                  "program" if len(programs) == 1 else "programs",
+                  ", ".join(program.name for program in programs), entry.target, candidate.path)
         restricted = not candidate.built_in and not declares_world_readable(content)
-        return View(candidate.name, program, candidate.path, identity, restricted)
+        return View(candidate.name, programs, candidate.path, identity, restricted)
 
     def _close_new(self, scan, current):
         for view in scan.views.values():
@@ -327,12 +342,18 @@ def _skip(entry, reason, details=(), state="skipped", level=logging.ERROR):
     log.log(level, "view %s %s: %s%s", entry.name, state, reason, suffix)
 
 
-def _iterator_program(obj, path):
-    programs = [p for p in obj.programs if p.iterator_target]
-    if len(programs) != 1:
+def _iterator_programs(obj, path, metric):
+    """The object's iterator programs, by name: one, or for a metric one or more
+    of one target."""
+    programs = sorted((p for p in obj.programs if p.iterator_target), key=lambda p: p.name)
+    if not programs or (len(programs) > 1 and not metric):
         raise bpf.BpfError(errno.EINVAL, f"{path} has {len(programs)} iterator programs, "
                                          "not one")
-    return programs[0]
+    targets = sorted({p.iterator_target for p in programs})
+    if len(targets) > 1:
+        raise bpf.BpfError(errno.EINVAL, f"{path}: a metric's iterator programs have one "
+                                         f"target, not {len(targets)} ({', '.join(targets)})")
+    return programs
 
 
 def declares_world_readable(content):
