@@ -69,4 +69,50 @@ static __always_inline __u32 reading_thread(void)
  * the kernel makes the read fail with EAGAIN, rather than print wrong numbers. */
 #define METRIC_NO_ROOM	1
 
+/* The longest kernel string metric_label() takes, with its NUL: longer ones are cut. */
+#define METRIC_LABEL_SIZE	64
+
+/* A kernel string (a cache's name, a task's comm) as a label value: `\`, `"`
+ * and a newline escaped as `\\`, `\"` and `\n`, as the text format requires. */
+struct metric_label {
+	char raw[METRIC_LABEL_SIZE];
+	char escaped[2 * METRIC_LABEL_SIZE];
+	__u32 length;
+};
+
+/*
+ * 0, read from memory where the verifier cannot see the value: a length that
+ * starts at a constant 0 is known to the verifier after the loop, which then
+ * verifies the loop once for every length it can reach; started from this,
+ * the callback is verified once.
+ */
+static volatile __u32 metric_label_start __attribute__((unused));
+
+/* One byte of the string, a bpf_loop() callback. */
+static __attribute__((unused)) long metric_label_byte(__u32 i, struct metric_label *label)
+{
+	char c = label->raw[i & (METRIC_LABEL_SIZE - 1)];
+	__u32 length = label->length;
+
+	if (!c)
+		return 1;
+	if (c == '\\' || c == '"' || c == '\n') {
+		label->escaped[length++ & (2 * METRIC_LABEL_SIZE - 1)] = '\\';
+		c = c == '\n' ? 'n' : c;
+	}
+	label->escaped[length++ & (2 * METRIC_LABEL_SIZE - 1)] = c;
+	label->length = length;
+	return 0;
+}
+
+/* label->escaped: the kernel string at `string`, escaped ("" if unreadable). */
+static __always_inline void metric_label(struct metric_label *label, const char *string)
+{
+	if (bpf_probe_read_kernel_str(label->raw, sizeof(label->raw), string) < 0)
+		label->raw[0] = 0;
+	label->length = metric_label_start;
+	bpf_loop(METRIC_LABEL_SIZE, metric_label_byte, label, 0);
+	label->escaped[label->length & (2 * METRIC_LABEL_SIZE - 1)] = 0;
+}
+
 #endif /* ITERFS_METRICS_H */

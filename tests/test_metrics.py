@@ -22,9 +22,11 @@ from pathlib import Path
 import pytest
 
 import test_kmem_cache as slabinfo
+from test_bpf_objects import fdinfo_id
 from conftest import (ALL_METRICS, METRIC_VIEWS, METRICS, ROOT, ROOT_ENTRIES, STATUS,
                       Holders, kernel_refusal, needs_target, network_namespace_of, parse_status,
                       running_daemon, stop_process, view_target)
+from iterfs.libbpf import ffi, lib
 from iterfs.views import ROOT_ONLY_TARGETS
 
 pytestmark = pytest.mark.kernel
@@ -177,6 +179,13 @@ def parse(text):
         assert ("TYPE", name, "counter" if name.endswith("_total") else "gauge") in described, line
         samples.append(Sample(name, labels, int(value) if "." not in value else value))
     return samples
+
+
+def metric_names(samples):
+    """The metrics of `samples` in order, each once: each metric's samples together."""
+    names = [name for name, _ in itertools.groupby(s.name for s in samples)]
+    assert len(names) == len(set(names)), names
+    return names
 
 
 def read_metric(mount, name, pid=None):
@@ -428,8 +437,7 @@ def slab_metrics(mount):
     """{metric: {cache: value}} of slab.prom, each metric's samples together and
     each cache once."""
     samples = parse(read_metric(mount, "slab.prom"))
-    assert [name for name, _ in itertools.groupby(s.name for s in samples)] == \
-        list(SLAB_METRICS)
+    assert sorted(metric_names(samples)) == sorted(SLAB_METRICS)
     metrics = {name: {} for name in SLAB_METRICS}
     for sample in samples:
         assert list(sample.labels) == ["cache"]
@@ -534,9 +542,13 @@ def seconds_as_nanoseconds(value):
 def bpf_program_metrics(mount):
     """{id: (name, runs, run nanoseconds)} of bpf_programs.prom, each metric's
     samples together and each program once in each."""
-    samples = parse(read_metric(mount, "bpf_programs.prom"))
-    names = [name for name, _ in itertools.groupby(s.name for s in samples)]
-    assert names == ["iterfs_bpf_program_runs_total", "iterfs_bpf_program_run_seconds_total"]
+    return bpf_program_metrics_of(read_metric(mount, "bpf_programs.prom"))
+
+
+def bpf_program_metrics_of(text):
+    samples = parse(text)
+    assert sorted(metric_names(samples)) == ["iterfs_bpf_program_run_seconds_total",
+                                             "iterfs_bpf_program_runs_total"]
     runs = {int(s.labels["id"]): (s.labels["name"], s.value) for s in samples
             if s.name == "iterfs_bpf_program_runs_total"}
     nanoseconds = {int(s.labels["id"]): (s.labels["name"], seconds_as_nanoseconds(s.value))
@@ -575,6 +587,45 @@ def test_bpf_program_runs_against_bpftool(mount):
     tcp6 = {id: (before[id], ours[id]) for id in throughout if ours[id][0] == "tcp6"}
     assert any(runs >= 5 * 2 and nanoseconds > 0 for _, (_, runs, nanoseconds) in tcp6.values()), \
         tcp6
+
+
+SOCKET_FILTERS = 1000          # each metric's samples of them: about 70 KiB
+BPF_PROG_TYPE_SOCKET_FILTER = 1
+RETURN_0 = ((0xb7, 0, 0, 0), (0x95, 0, 0, 0))       # r0 = 0; exit
+
+
+@contextlib.contextmanager
+def socket_filters(count):
+    """`count` BPF programs of the test's own (socket filters, r0 = 0), loaded
+    while the with lasts: {id: name}."""
+    insns = ffi.new("struct bpf_insn[]", RETURN_0)
+    fds = []
+    try:
+        for n in range(count):
+            fd = lib.bpf_prog_load(BPF_PROG_TYPE_SOCKET_FILTER, b"metrics_%d" % n, b"GPL",
+                                   insns, len(RETURN_0), ffi.NULL)
+            assert fd >= 0, os.strerror(-fd)
+            fds.append(fd)
+        yield {fdinfo_id(fd, "prog_id"): f"metrics_{n}" for n, fd in enumerate(fds)}
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@needs_target("bpf_prog")
+def test_bpf_programs_past_one_seq_file_buffer(mount):
+    """With 1,000 more programs loaded by the test, each metric's samples more
+    than one seq_file buffer (32 KiB) holds: every one of them in both metrics,
+    by id and name, and the text passes promtool."""
+    with socket_filters(SOCKET_FILTERS) as loaded:
+        text = read_metric(mount, "bpf_programs.prom")
+    ours = bpf_program_metrics_of(text)
+    assert {id: ours[id][0] for id in loaded} == loaded
+    per_metric = len(text.encode()) / 2
+    assert per_metric > 32 * 1024
+    checked = subprocess.run([PROMTOOL, "check", "metrics"], input=text,
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 # -- a metric of one's own ---------------------------------------------------------
@@ -627,6 +678,106 @@ def test_a_drop_in_named_prom_is_a_metric(tmp_path):
     assert entries["metrics"][0] == "skipped"
     assert entries["metrics"][3] == [
         "reason: metrics is the directory of the metric views, no view's name"]
+
+
+# Two metrics of one target, one program each, the second defined first: their
+# walks are read in the order of the programs' names. Each labels the process
+# PID by its comm, escaped by metrics.h's metric_label().
+COMM_METRICS = r"""
+#include "metrics.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define PID 0
+
+SEC("iter/task")
+int b_pid(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct metric_label label;
+
+	if (!task)
+		return 0;
+	if (ctx->meta->seq_num == 0)
+		BPF_SEQ_PRINTF(ctx->meta->seq, "# HELP test_pid The process's pid.\n"
+			       "# TYPE test_pid gauge\n");
+	if (task->pid != PID)
+		return 0;
+	metric_label(&label, task->comm);
+	BPF_SEQ_PRINTF(ctx->meta->seq, "test_pid{comm=\"%s\"} %d\n", label.escaped, task->pid);
+	return 0;
+}
+
+SEC("iter/task")
+int a_threads(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct metric_label label;
+
+	if (!task)
+		return 0;
+	if (ctx->meta->seq_num == 0)
+		BPF_SEQ_PRINTF(ctx->meta->seq, "# HELP test_threads The process's threads.\n"
+			       "# TYPE test_threads gauge\n");
+	if (task->pid != PID)
+		return 0;
+	metric_label(&label, task->comm);
+	BPF_SEQ_PRINTF(ctx->meta->seq, "test_threads{comm=\"%s\"} %d\n", label.escaped,
+		       task->signal->nr_threads);
+	return 0;
+}
+"""
+# Every byte the format escapes, and a quote where a sample would end.
+AWKWARD_COMM = b'a"b\\c\nd} 1'
+
+
+@needs_target("task")
+def test_a_metric_of_two_programs_and_escaped_labels(tmp_path):
+    """A drop-in metric of two programs: their walks one after another, in the
+    order of their names; a comm with a quote, a backslash and a newline in a
+    label, escaped as the format wants (promtool passes, and the value read
+    back is the comm). Two programs make no view at the root, nor two targets
+    a metric."""
+    programs = tmp_path / "programs"
+    programs.mkdir(mode=0o755)
+    os.chmod(programs, 0o755)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import ctypes, sys, time\n"
+         "ctypes.CDLL(None).prctl(15, ctypes.c_char_p(bytes.fromhex(sys.argv[1])))\n"
+         "print(flush=True)\ntime.sleep(60)\n", AWKWARD_COMM.hex()], stdout=subprocess.PIPE)
+    try:
+        child.stdout.readline()             # its name is set
+        assert Path(f"/proc/{child.pid}/comm").read_bytes() == AWKWARD_COMM + b"\n"
+        source = COMM_METRICS.replace("#define PID 0", f"#define PID {child.pid}")
+        (programs / "comm.prom.bpf.c").write_text(source)
+        (programs / "two.bpf.c").write_text(source)
+        (programs / "mixed.prom.bpf.c").write_text(
+            source + 'SEC("iter/tcp")\nint c_tcp(struct bpf_iter__tcp *ctx)\n{\n\treturn 0;\n}\n')
+        with running_daemon(tmp_path / "mnt", "--progs", str(programs),
+                            "--cache", str(tmp_path / "cache")) as daemon:
+            text = (daemon.mountpoint / METRICS / "comm.prom").read_text()
+            entries = parse_status((daemon.mountpoint / STATUS).read_text())
+    finally:
+        stop_process(child)
+    label = r'a\"b\\c\nd} 1'
+    assert text == ("# HELP test_threads The process's threads.\n"
+                    "# TYPE test_threads gauge\n"
+                    f'test_threads{{comm="{label}"}} 1\n'
+                    "# HELP test_pid The process's pid.\n"
+                    "# TYPE test_pid gauge\n"
+                    f'test_pid{{comm="{label}"}} {child.pid}\n')
+    assert [s.labels["comm"] for s in parse(text)] == [AWKWARD_COMM.decode()] * 2
+    checked = subprocess.run([PROMTOOL, "check", "metrics"], input=text,
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert entries["metrics/comm.prom"][:2] == ("serving", "task")
+    assert entries["two"][0] == "skipped"
+    assert entries["two"][3] == [f"reason: {programs / 'two.bpf.c'} has 2 iterator programs, "
+                                 "not one"]
+    assert entries["metrics/mixed.prom"][0] == "skipped"
+    assert entries["metrics/mixed.prom"][3] == [
+        f"reason: {programs / 'mixed.prom.bpf.c'}: a metric's iterator programs have one "
+        "target, not 2 (task, tcp)"]
 
 
 # -- node_exporter and Prometheus, the real ones -------------------------------------

@@ -19,11 +19,11 @@
  * sum). The CPUs summed are 0 to nr_cpu_ids - 1, where that lookup ends, as
  * for_each_possible_cpu() goes where the possible CPUs have no gap.
  *
- * The text format wants each metric's samples together. The runs are printed
- * as the walk goes, each program's run time kept under the walk's session id
- * and its place in the walk, and printed in the final call. That call prints
- * one seq_file buffer (32 KiB) at most: the run times of about 400 programs;
- * past that the read fails with E2BIG.
+ * Two programs, one metric each, printing a program's sample at each
+ * program: the file is their two walks one after another (metrics.py), so each
+ * metric's samples are together, whatever the number of programs. The walks
+ * are two moments: a program loaded or freed between them is in one metric
+ * and not the other.
  */
 #include "metrics.h"
 
@@ -31,28 +31,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 #define NAME_SIZE 16			/* BPF_OBJ_NAME_LEN */
 #define MAX_CPUS 8192			/* NR_CPUS at most */
-#define MAX_PROGRAMS 8192		/* a bound for the final call's loop */
 #define NSEC_PER_SEC 1000000000ULL
-
-/* A program's run time, kept from its place in the walk to the final call. */
-struct record_key {
-	__u64 session_id;
-	__u64 index;			/* the program's seq_num */
-};
-
-struct record {
-	__u32 id;
-	char name[NAME_SIZE];
-	__u64 nsecs;
-};
-
-/* Least recently used first: what a walk given up midway left goes first. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct record_key);
-	__type(value, struct record);
-} records SEC(".maps");
 
 /* A per-CPU value of our own, whose addresses give each CPU's offset. */
 struct {
@@ -110,82 +89,46 @@ static __always_inline void program_stats(struct bpf_prog *prog, struct stats_su
 		bpf_loop(MAX_CPUS, add_cpu, sum, 0);
 }
 
-static __always_inline void print_runs_header(struct seq_file *seq)
+SEC("iter/bpf_prog")
+int bpf_program_runs(struct bpf_iter__bpf_prog *ctx)
 {
-	BPF_SEQ_PRINTF(seq, "# HELP iterfs_bpf_program_runs_total Runs of each loaded BPF "
-		       "program while kernel.bpf_stats_enabled (bpftool's run_cnt).\n"
-		       "# TYPE iterfs_bpf_program_runs_total counter\n");
-}
+	struct seq_file *seq = ctx->meta->seq;
+	struct bpf_prog *prog = ctx->prog;
+	struct stats_sum sum = {};
+	char name[NAME_SIZE];
 
-struct final_print {
-	struct seq_file *seq;
-	__u64 session_id;
-	long error;			/* a print that did not fit */
-};
-
-static long print_run_time(__u32 index, struct final_print *final)
-{
-	struct record_key key = { .session_id = final->session_id, .index = index };
-	struct record *record = bpf_map_lookup_elem(&records, &key);
-	long error;
-
-	if (!record)
+	if (!prog)
 		return 0;
-	error = BPF_SEQ_PRINTF(final->seq, "iterfs_bpf_program_run_seconds_total{id=\"%u\","
-			       "name=\"%s\"} %llu.%09llu\n", record->id, record->name,
-			       record->nsecs / NSEC_PER_SEC, record->nsecs % NSEC_PER_SEC);
-	if (error)
-		final->error = error;
-	return 0;
-}
-
-static long forget(__u32 index, struct final_print *final)
-{
-	struct record_key key = { .session_id = final->session_id, .index = index };
-
-	bpf_map_delete_elem(&records, &key);
+	if (ctx->meta->seq_num == 0)
+		BPF_SEQ_PRINTF(seq, "# HELP iterfs_bpf_program_runs_total Runs of each loaded BPF "
+			       "program while kernel.bpf_stats_enabled (bpftool's run_cnt).\n"
+			       "# TYPE iterfs_bpf_program_runs_total counter\n");
+	program_stats(prog, &sum);
+	bpf_probe_read_kernel_str(name, sizeof(name), prog->aux->name);
+	BPF_SEQ_PRINTF(seq, "iterfs_bpf_program_runs_total{id=\"%u\",name=\"%s\"} %llu\n",
+		       BPF_CORE_READ(prog, aux, id), name, sum.cnt);
 	return 0;
 }
 
 SEC("iter/bpf_prog")
-int bpf_programs_metrics(struct bpf_iter__bpf_prog *ctx)
+int bpf_program_run_time(struct bpf_iter__bpf_prog *ctx)
 {
-	struct bpf_iter_meta *meta = ctx->meta;
-	struct seq_file *seq = meta->seq;
+	struct seq_file *seq = ctx->meta->seq;
 	struct bpf_prog *prog = ctx->prog;
-	struct record_key key = { .session_id = meta->session_id, .index = meta->seq_num };
-	struct final_print final = { .seq = seq, .session_id = meta->session_id };
 	struct stats_sum sum = {};
-	struct record record = {};
-	/* The final call's seq_num is the last program's: the kernel counts a
-	 * call only once it has the next object. */
-	__u64 programs = meta->seq_num + 1;
+	char name[NAME_SIZE];
 
-	if (!prog) {
-		key.index = 0;
-		if (!bpf_map_lookup_elem(&records, &key))	/* no program at all */
-			print_runs_header(seq);
+	if (!prog)
+		return 0;
+	if (ctx->meta->seq_num == 0)
 		BPF_SEQ_PRINTF(seq, "# HELP iterfs_bpf_program_run_seconds_total Time each loaded "
 			       "BPF program ran while kernel.bpf_stats_enabled (bpftool's "
 			       "run_time_ns).\n"
 			       "# TYPE iterfs_bpf_program_run_seconds_total counter\n");
-		if (programs > MAX_PROGRAMS)
-			programs = MAX_PROGRAMS;
-		bpf_loop(programs, print_run_time, &final, 0);
-		/* Not all of it fit: the kernel calls again with an empty buffer. */
-		if (!final.error)
-			bpf_loop(programs, forget, &final, 0);
-		return 0;
-	}
-	if (meta->seq_num == 0)
-		print_runs_header(seq);
 	program_stats(prog, &sum);
-	record.id = BPF_CORE_READ(prog, aux, id);
-	bpf_probe_read_kernel_str(record.name, sizeof(record.name), prog->aux->name);
-	record.nsecs = sum.nsecs;
-	if (bpf_map_update_elem(&records, &key, &record, BPF_ANY))
-		return METRIC_NO_ROOM;
-	BPF_SEQ_PRINTF(seq, "iterfs_bpf_program_runs_total{id=\"%u\",name=\"%s\"} %llu\n",
-		       record.id, record.name, sum.cnt);
+	bpf_probe_read_kernel_str(name, sizeof(name), prog->aux->name);
+	BPF_SEQ_PRINTF(seq, "iterfs_bpf_program_run_seconds_total{id=\"%u\",name=\"%s\"} "
+		       "%llu.%09llu\n", BPF_CORE_READ(prog, aux, id), name,
+		       sum.nsecs / NSEC_PER_SEC, sum.nsecs % NSEC_PER_SEC);
 	return 0;
 }
