@@ -51,6 +51,7 @@ TEST_OBJECTS = ROOT / "build" / "tests"
 MOUNT_PY = ROOT / "mount.py"
 # Loading every view takes seconds; in an emulated VM (make test-kernels) tens.
 MOUNT_TIMEOUT = float(os.environ.get("ITERFS_MOUNT_TIMEOUT", 30))
+UNMOUNT_EXIT_TIMEOUT = 15   # from an unmount, or then a SIGTERM, to the daemon's exit
 
 
 def needs_target(*targets):
@@ -118,6 +119,8 @@ class Daemon:
             if time.monotonic() > deadline:
                 raise AssertionError(f"not mounted after {MOUNT_TIMEOUT}s: {self.log()}")
             time.sleep(0.01)
+        device = os.stat(self._reached_at).st_dev
+        self.device = f"{os.major(device)}:{os.minor(device)}"
         return self
 
     def _alive(self):
@@ -134,16 +137,33 @@ class Daemon:
         return self.log_path.read_text(errors="replace")
 
     def stop(self):
-        """Unmount however the test left things, and return the exit status."""
+        """Unmount however the test left things, and return the exit status.
+
+        A lazy unmount detaches the mount here, but the kernel keeps serving it
+        while a mount namespace made as a copy of this one meanwhile (a
+        process that unshared its mounts: a run beside this one, a container)
+        still holds it. Then the daemon is told to go with SIGTERM, as
+        systemctl stop tells it. Still running with no copy held, it is stuck:
+        killed, and its status says so."""
         subprocess.run(self.in_mounts("fusermount3", "-u", "-z", str(self.mountpoint)),
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            status = self.process.wait(timeout=15)
+            status = self.process.wait(timeout=UNMOUNT_EXIT_TIMEOUT)
         except subprocess.TimeoutExpired:
+            status = None
+        if status is None and self.device and mount_copies(self.device):
+            self.process.terminate()
+            try:
+                status = self.process.wait(timeout=UNMOUNT_EXIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        if status is None:
             self.process.kill()
             status = self.process.wait()
         self._log.close()
         return status
+
+    device = None       # the mount's st_dev, "major:minor", once mounted
 
     def fd_count(self):
         return len(os.listdir(f"/proc/{self.pid}/fd"))
@@ -316,6 +336,23 @@ def fdinfo(pid, fd):
                   for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines()
                   if ":\t" in line)
     return int(fields["flags"], 8), int(fields["pos"])
+
+
+def mount_copies(device):
+    """Pids, one a mount namespace, of the namespaces that hold a mount of
+    `device` ("major:minor", mountinfo's third field)."""
+    namespaces = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            namespace = os.readlink(f"/proc/{pid}/ns/mnt")
+            if namespace in namespaces:
+                continue
+            with open(f"/proc/{pid}/mountinfo") as mountinfo:
+                holds = any(line.split()[2] == device for line in mountinfo)
+        except OSError:
+            continue            # gone, or a kernel thread
+        namespaces[namespace] = int(pid) if holds else None
+    return [pid for pid in namespaces.values() if pid is not None]
 
 
 def stop_process(process, timeout=10):

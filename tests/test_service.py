@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (FILE_HOLDER, OBJECTS, ROOT, TEST_OBJECTS, Daemon, hold_sockets,
-                      iterator_links, kill_quietly, running_daemon)
+                      iterator_links, kill_quietly, mount_copies, running_daemon, stop_process)
 
 UNIT = ROOT / "systemd" / "iterfs.service"
 STOP_LIMIT = 5          # seconds from a signal or an unmount to the daemon's exit
@@ -484,3 +484,29 @@ def test_signal_with_8_readers_mid_read(tmp_path, signum):
         assert daemon.process.wait(timeout=STOP_LIMIT + 10) == 0, daemon.log()
         assert time.monotonic() - signalled < STOP_LIMIT
     assert len(outcomes) == 8, outcomes
+
+
+def test_a_mount_another_namespace_holds_outlives_a_lazy_unmount(tmp_path):
+    """A process that unshared its mounts while iterfs was mounted holds a copy
+    of the mount: after a lazy unmount here it is still served there (the
+    kernel frees a detached mount with its last user), so the daemon runs on;
+    SIGTERM ends it with 0 within the limit (conftest's Daemon.stop() relies
+    on this)."""
+    with running_daemon(tmp_path / "mnt") as daemon:
+        holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                   "echo ready; exec sleep 60"], stdout=subprocess.PIPE)
+        try:
+            assert holder.stdout.readline() == b"ready\n"
+            copy = Path(f"/proc/{holder.pid}/root") / daemon.mountpoint.relative_to("/")
+            subprocess.run(["fusermount3", "-u", "-z", str(daemon.mountpoint)], check=True)
+            assert not os.path.ismount(daemon.mountpoint)
+            assert mount_copies(daemon.device) == [holder.pid]
+            time.sleep(STOP_LIMIT)
+            assert daemon.process.poll() is None, daemon.log()
+            assert (copy / "tcp").read_bytes().startswith(b"  sl  local_address")
+            signalled = time.monotonic()
+            daemon.process.terminate()
+            assert daemon.process.wait(timeout=STOP_LIMIT + 10) == 0, daemon.log()
+            assert time.monotonic() - signalled < STOP_LIMIT
+        finally:
+            stop_process(holder)
