@@ -50,9 +50,11 @@ class Container:
     that powers it off, unmounts the overlay and removes its scratch
     directory however the tests ended."""
 
-    def __init__(self, root, name="iterfs-test"):
+    def __init__(self, root):
         self.root = Path(root)
-        self.name = name
+        # nspawn keeps a directory by this name under /run/systemd/nspawn while
+        # the container runs: one of its own for each run.
+        self.name = f"iterfs-test-{os.getpid()}"
         self.scratch = Path(tempfile.mkdtemp(prefix="iterfs-service-"))
         self.directory = self.scratch / "root"       # the overlay: the container's /
         self.nspawn = None
