@@ -48,7 +48,19 @@ DESTDIR ?=
 LIBDIR := $(PREFIX)/lib/iterfs
 UNITDIR := $(PREFIX)/lib/systemd/system
 
-.PHONY: help setup system venv programs run test unit test-kernels bench install clean FORCE
+# make test-service: a Debian 12 root booted with systemd-nspawn, with iterfs
+# installed into it, to drive the unit with systemctl (tests/service). The
+# root is built once with debootstrap and kept in $(SERVICE_ROOT); it is built
+# again when missing, or when $(SERVICE_ROOT_PACKAGES) changed.
+SERVICE_HOST_PACKAGES := debootstrap systemd-container
+SERVICE_ROOT := $(BUILD)/service/bookworm
+# systemd as PID 1 and journald, dbus for systemctl, fusermount3 and libfuse3
+# for pyfuse3, and what the installed venv runs on: Debian's python3 and libbpf.so.1.
+SERVICE_ROOT_PACKAGES := systemd,systemd-sysv,dbus,fuse3,python3,libbpf1
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+
+.PHONY: help setup system venv programs run test unit test-kernels test-service \
+	service-system bench install clean FORCE
 
 help:
 	@echo "make run    set up, then mount iterfs at $(MOUNTPOINT) in the foreground"
@@ -56,6 +68,8 @@ help:
 	@echo "make unit   the unit tier alone, on any machine, as any user (tests/unit)"
 	@echo "make test-kernels  the kernel-dependent tests on this kernel and, in QEMU,"
 	@echo "            on Debian 12's 6.1 and 6.12 cloud kernels (see README, Kernels)"
+	@echo "make test-service  the installed unit under systemd, in a Debian 12 root"
+	@echo "            booted with systemd-nspawn (see README, As a systemd service)"
 	@echo "make bench  set up, then run the benchmarks in bench/"
 	@echo "make setup  install packages, create $(VENV), build the BPF programs"
 	@echo "make install  install iterfs and its systemd unit under PREFIX=$(PREFIX)"
@@ -125,7 +139,7 @@ run: setup
 # mounts. tests/unit/pytest.ini keeps tests/conftest.py (kernel probes) out of it.
 test: setup
 	$(VENV)/bin/python -m pytest -rs tests/unit
-	$(VENV)/bin/python -m pytest -rs tests --ignore=tests/unit
+	$(VENV)/bin/python -m pytest -rs tests --ignore=tests/unit --ignore=tests/service
 
 unit: $(UNIT_VENV)/.installed
 	$(UNIT_VENV)/bin/python -m pytest -rs tests/unit
@@ -140,6 +154,32 @@ $(UNIT_VENV)/.installed: Makefile
 KERNELS ?=
 test-kernels: setup
 	$(VENV)/bin/python kernels/matrix.py $(KERNELS)
+
+test-service: setup service-system $(SERVICE_ROOT)/.complete
+	$(VENV)/bin/python -m pytest -rs tests/service
+
+service-system:
+	@missing=$$(for p in $(SERVICE_HOST_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
+		grep -q '^install ok installed$$' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "test-service: installing" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# Built aside and moved into place, so that an interrupted build is not taken
+# for a root; .complete names the packages it was built with.
+$(SERVICE_ROOT)/.complete: FORCE
+	@if [ "$$(cat $@ 2>/dev/null)" != "$(SERVICE_ROOT_PACKAGES)" ]; then \
+		echo "test-service: building a Debian 12 root in $(SERVICE_ROOT) (about a minute)"; \
+		rm -rf $(SERVICE_ROOT) $(SERVICE_ROOT).tmp && mkdir -p $(BUILD)/service && \
+		debootstrap --variant=minbase --include=$(SERVICE_ROOT_PACKAGES) bookworm \
+			$(SERVICE_ROOT).tmp $(DEBIAN_MIRROR) > $(BUILD)/service/debootstrap.log 2>&1 || \
+			{ tail -20 $(BUILD)/service/debootstrap.log; rm -rf $(SERVICE_ROOT).tmp; exit 1; }; \
+		echo "$(SERVICE_ROOT_PACKAGES)" > $(SERVICE_ROOT).tmp/.complete && \
+		mv $(SERVICE_ROOT).tmp $(SERVICE_ROOT); \
+	fi
 
 bench: setup $(VENV)/.bench-installed $(BUILD)/fuse_floor $(BUILD)/bench/floors.bpf.o
 	$(VENV)/bin/python bench/run.py

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from . import credentials
+from . import credentials, reload
 from .compiler import Compiler
 from .directories import ProgramDirectory
 from .escape import OneLineFilter
@@ -70,6 +70,10 @@ def parse_arguments(argv):
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, metavar="DIR",
                         help="where compiled *.bpf.c are kept (default: %(default)s)")
     parser.add_argument("--debug", action="store_true", help="log every request")
+    parser.add_argument("--reload", type=int, metavar="PID",
+                        help="mount nothing: have the daemon PID serving MOUNTPOINT rescan "
+                        "the program directories, and wait until it is done "
+                        f"(at most {reload.TIMEOUT:.0f} s; what systemctl reload runs)")
     return parser.parse_args(argv)
 
 
@@ -236,16 +240,23 @@ async def reload_on_hangup(views, fs, task_status=trio.TASK_STATUS_IGNORED):
     with trio.open_signal_receiver(signal.SIGHUP) as signals:
         task_status.started()
         async for _ in signals:
-            log.info("SIGHUP: rescanning the program directories")
+            # Signals that arrive during a rescan make one more after it: each
+            # started after them, as `iterfs --reload` needs (reload.py).
+            views.reloads.start()
+            log.info("SIGHUP: rescanning the program directories (reload %d)",
+                     views.reloads.number)
             try:
                 # Abandoned at unmount: the scan changes nothing the daemon serves.
                 scan = await trio.to_thread.run_sync(views.scan, abandon_on_cancel=True)
             except Exception as error:
-                log.error("reload failed, serving the views as they were: %s: %s",
-                          type(error).__name__, error)
+                failure = f"{type(error).__name__}: {error}"
+                log.error("reload failed, serving the views as they were: %s", failure)
+                views.reloads.finish(failure)
                 continue
             changed = views.apply(scan)
             await fs.forget_views(changed)
+            # Only now: a reader told the reload is done finds the new views.
+            views.reloads.finish()
             log.info("reloaded: %d views served", len(views.serving()))
 
 
@@ -270,6 +281,8 @@ def main(argv=None):
     setup_logging(args.debug)
     faulthandler.enable()
     mountpoint = os.path.abspath(args.mountpoint)
+    if args.reload is not None:
+        return reload.main(args.reload, mountpoint)
     try:
         check_environment(mountpoint, args.objects, args.progs, args.allow_other)
     except SetupError as error:

@@ -32,7 +32,7 @@ from . import bpf, metrics
 from .compiler import CompileError
 from .directories import find_programs
 from .interfaces import Served
-from .status import Entry, StatusFile
+from .status import Entry, Reloads, StatusFile
 from .trust import UntrustedError, read_trusted
 
 log = logging.getLogger("iterfs.views")
@@ -176,7 +176,8 @@ class ViewTable(collections.abc.Mapping):
         self.directories = list(directories)
         self.compiler = compiler
         self.entries = []
-        self._own = {STATUS_NUMBER: StatusFile(lambda: self.entries),
+        self.reloads = Reloads()        # the daemon's SIGHUP task keeps it
+        self._own = {STATUS_NUMBER: StatusFile(lambda: self.entries, self.reloads),
                      METRICS_NUMBER: metrics.MetricsDirectory()}
         self._views = dict(self._own)
         self._numbers = self._numbers_of(self._views)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from iterfs import bpf, namespaces
+from iterfs.status import RELOAD_LINE
 
 ROOT = Path(__file__).resolve().parent.parent
 OBJECTS = ROOT / "build" / "progs"
@@ -67,9 +68,12 @@ def needs_view(*views):
 
 
 def parse_status(text):
-    """.status as {view: (state, target, source, [reason and detail lines])}."""
+    """.status as {view: (state, target, source, [reason and detail lines])},
+    without its last line, how the last reload went, if there was one."""
     lines = text.splitlines()
     assert lines[0].split() == ["view", "state", "target", "source"]
+    if RELOAD_LINE.fullmatch(lines[-1]):
+        lines.pop()
     entries = {}
     for line in lines[1:]:
         if line.startswith("  "):

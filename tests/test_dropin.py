@@ -19,6 +19,7 @@ from pathlib import Path
 import cffi
 import pytest
 
+import iterfs.reload
 from iterfs.compiler import bpf_flags
 
 from conftest import (OBJECTS, ROOT, ROOT_ENTRIES, STATUS, iterator_links, kernel_refusal,
@@ -165,16 +166,16 @@ def dropin_daemon(tmp_path, *directories):
 
 
 def reload(daemon):
-    """SIGHUP, and wait until the daemon says the reload is done: by then the
-    kernel has forgotten what it cached of the views that changed."""
+    """What systemctl reload runs (iterfs --reload): SIGHUP, and return once the
+    daemon's .status says the rescan is done: by then the kernel has forgotten
+    what it cached of the views that changed."""
     done = daemon.log().count("reloaded:")
-    os.kill(daemon.pid, signal.SIGHUP)
-    deadline = time.monotonic() + RELOAD_TIMEOUT
-    while daemon.log().count("reloaded:") == done:
-        assert daemon.process.poll() is None, daemon.log()
-        assert "reload failed" not in daemon.log(), daemon.log()
-        assert time.monotonic() < deadline, f"no reload after {RELOAD_TIMEOUT}s"
-        time.sleep(0.02)
+    try:
+        number = iterfs.reload.reload(daemon.pid, daemon.mountpoint, timeout=RELOAD_TIMEOUT)
+    except iterfs.reload.ReloadError as error:
+        raise AssertionError(f"{error}\n{daemon.log()}") from None
+    assert (daemon.mountpoint / STATUS).read_text().endswith(f"\nreload {number} done\n")
+    assert daemon.log().count("reloaded:") == done + 1, daemon.log()
 
 
 def status(daemon):

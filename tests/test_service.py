@@ -112,7 +112,8 @@ def test_unit_keeps_the_mount_in_the_host_namespace():
     assert not private & set(settings)
     assert settings["Type"] == "notify"
     assert settings["Restart"] == "on-failure"
-    assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert settings["ExecReload"] == "/usr/local/sbin/iterfs --reload $MAINPID /iterfs"
+    assert "RequiresMountsFor" not in settings
     assert int(settings["OOMScoreAdjust"]) < 0
 
 
@@ -141,7 +142,8 @@ int map_names(struct bpf_iter__bpf_map *ctx)
 def test_exec_start_says_ready_once_the_mount_answers(installed, tmp_path):
     """The unit's ExecStart, with its capability bounding set and a NOTIFY_SOCKET
     of the test's: READY=1 arrives when the mount already answers. Its
-    ExecReload then loads a view dropped into a program directory."""
+    ExecReload then loads a view dropped into a program directory, and returns
+    once the view is served."""
     settings = unit_settings(UNIT)
     programs = tmp_path / "programs"
     programs.mkdir(mode=0o755)
@@ -182,15 +184,16 @@ def test_exec_start_says_ready_once_the_mount_answers(installed, tmp_path):
             status = Path(f"/proc/{daemon.pid}/status").read_text()
             held = int(re.search(r"^CapBnd:\s*(\w+)", status, re.M).group(1), 16)
             assert held == sum(1 << CAPABILITY_BITS[c] for c in capabilities)
-            # systemctl reload runs ExecReload with the daemon as $MAINPID.
+            # systemctl reload runs ExecReload with the daemon as $MAINPID, in
+            # the daemon's mount namespace here (the mount and /usr/local are there).
             (programs / "map_names.bpf.c").write_text(MAP_NAMES)
-            reload = [str(daemon.pid) if word == "$MAINPID" else word
-                      for word in shlex.split(settings["ExecReload"])]
-            subprocess.run(reload, check=True)
-            deadline = time.monotonic() + 60
-            while "reloaded:" not in (tmp_path / "daemon.log").read_text():
-                assert daemon.poll() is None and time.monotonic() < deadline
-                time.sleep(0.02)
+            reload = [{"$MAINPID": str(daemon.pid), "/iterfs": str(tmp_path / "mnt")}.get(w, w)
+                      for w in shlex.split(settings["ExecReload"])]
+            reloaded = subprocess.run(
+                ["nsenter", f"--target={daemon.pid}", "--mount", *reload],
+                capture_output=True, text=True, timeout=90)
+            assert reloaded.returncode == 0 and reloaded.stderr == "", reloaded
+            # No waiting: when ExecReload returns, the view is served.
             answer = subprocess.run(
                 ["nsenter", f"--target={daemon.pid}", "--mount", "cat",
                  str(tmp_path / "mnt" / "map_names")],
