@@ -89,46 +89,50 @@ static __always_inline void program_stats(struct bpf_prog *prog, struct stats_su
 		bpf_loop(MAX_CPUS, add_cpu, sum, 0);
 }
 
-SEC("iter/bpf_prog")
-int bpf_program_runs(struct bpf_iter__bpf_prog *ctx)
+enum program_metric { RUNS, RUN_TIME };
+
+/* One program's sample of `metric`, after the header at the first program. */
+static __always_inline int print_sample(struct bpf_iter__bpf_prog *ctx,
+					enum program_metric metric)
 {
 	struct seq_file *seq = ctx->meta->seq;
 	struct bpf_prog *prog = ctx->prog;
 	struct stats_sum sum = {};
 	char name[NAME_SIZE];
+	__u32 id;
 
 	if (!prog)
 		return 0;
-	if (ctx->meta->seq_num == 0)
+	if (ctx->meta->seq_num == 0 && metric == RUNS)
 		BPF_SEQ_PRINTF(seq, "# HELP iterfs_bpf_program_runs_total Runs of each loaded BPF "
 			       "program while kernel.bpf_stats_enabled (bpftool's run_cnt).\n"
 			       "# TYPE iterfs_bpf_program_runs_total counter\n");
-	program_stats(prog, &sum);
-	bpf_probe_read_kernel_str(name, sizeof(name), prog->aux->name);
-	BPF_SEQ_PRINTF(seq, "iterfs_bpf_program_runs_total{id=\"%u\",name=\"%s\"} %llu\n",
-		       BPF_CORE_READ(prog, aux, id), name, sum.cnt);
-	return 0;
-}
-
-SEC("iter/bpf_prog")
-int bpf_program_run_time(struct bpf_iter__bpf_prog *ctx)
-{
-	struct seq_file *seq = ctx->meta->seq;
-	struct bpf_prog *prog = ctx->prog;
-	struct stats_sum sum = {};
-	char name[NAME_SIZE];
-
-	if (!prog)
-		return 0;
-	if (ctx->meta->seq_num == 0)
+	else if (ctx->meta->seq_num == 0)
 		BPF_SEQ_PRINTF(seq, "# HELP iterfs_bpf_program_run_seconds_total Time each loaded "
 			       "BPF program ran while kernel.bpf_stats_enabled (bpftool's "
 			       "run_time_ns).\n"
 			       "# TYPE iterfs_bpf_program_run_seconds_total counter\n");
 	program_stats(prog, &sum);
 	bpf_probe_read_kernel_str(name, sizeof(name), prog->aux->name);
-	BPF_SEQ_PRINTF(seq, "iterfs_bpf_program_run_seconds_total{id=\"%u\",name=\"%s\"} "
-		       "%llu.%09llu\n", BPF_CORE_READ(prog, aux, id), name,
-		       sum.nsecs / NSEC_PER_SEC, sum.nsecs % NSEC_PER_SEC);
+	id = BPF_CORE_READ(prog, aux, id);
+	if (metric == RUNS)
+		BPF_SEQ_PRINTF(seq, "iterfs_bpf_program_runs_total{id=\"%u\",name=\"%s\"} %llu\n",
+			       id, name, sum.cnt);
+	else
+		BPF_SEQ_PRINTF(seq, "iterfs_bpf_program_run_seconds_total{id=\"%u\",name=\"%s\"} "
+			       "%llu.%09llu\n", id, name, sum.nsecs / NSEC_PER_SEC,
+			       sum.nsecs % NSEC_PER_SEC);
 	return 0;
+}
+
+SEC("iter/bpf_prog")
+int bpf_program_runs(struct bpf_iter__bpf_prog *ctx)
+{
+	return print_sample(ctx, RUNS);
+}
+
+SEC("iter/bpf_prog")
+int bpf_program_run_time(struct bpf_iter__bpf_prog *ctx)
+{
+	return print_sample(ctx, RUN_TIME);
 }

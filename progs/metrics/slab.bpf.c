@@ -22,8 +22,27 @@ char LICENSE[] SEC("license") = "GPL";
 
 extern int CONFIG_PAGE_SHIFT __kconfig __weak;
 
-SEC("iter/kmem_cache")
-int slab_objects(struct bpf_iter__kmem_cache *ctx)
+enum slab_metric { OBJECTS, OBJECT_SIZE, BYTES };
+
+static __always_inline void print_header(struct seq_file *seq, enum slab_metric metric)
+{
+	if (metric == OBJECTS)
+		BPF_SEQ_PRINTF(seq, "# HELP iterfs_slab_objects Objects in use in each slab cache "
+			       "(/proc/slabinfo's active_objs).\n"
+			       "# TYPE iterfs_slab_objects gauge\n");
+	else if (metric == OBJECT_SIZE)
+		BPF_SEQ_PRINTF(seq, "# HELP iterfs_slab_object_size_bytes The size of each slab "
+			       "cache's objects, with their metadata (/proc/slabinfo's objsize).\n"
+			       "# TYPE iterfs_slab_object_size_bytes gauge\n");
+	else
+		BPF_SEQ_PRINTF(seq, "# HELP iterfs_slab_bytes Memory the slabs of each slab cache "
+			       "take (/proc/slabinfo's num_slabs x pagesperslab pages).\n"
+			       "# TYPE iterfs_slab_bytes gauge\n");
+}
+
+/* One cache's sample of `metric`, after the header at the first cache. A
+ * cache whose counters the kernel lacks has only its object size. */
+static __always_inline int print_sample(struct bpf_iter__kmem_cache *ctx, enum slab_metric metric)
 {
 	struct seq_file *seq = ctx->meta->seq;
 	struct kmem_cache *s = ctx->s;
@@ -33,54 +52,36 @@ int slab_objects(struct bpf_iter__kmem_cache *ctx)
 	if (!s)
 		return 0;
 	if (ctx->meta->seq_num == 0)
-		BPF_SEQ_PRINTF(seq, "# HELP iterfs_slab_objects Objects in use in each slab cache "
-			       "(/proc/slabinfo's active_objs).\n"
-			       "# TYPE iterfs_slab_objects gauge\n");
-	if (!count(s, &sum))		/* no counters: no sample */
+		print_header(seq, metric);
+	if (metric != OBJECT_SIZE && !count(s, &sum))
 		return 0;
 	metric_label(&label, s->name);
-	BPF_SEQ_PRINTF(seq, "iterfs_slab_objects{cache=\"%s\"} %lu\n", label.escaped,
-		       sum.objects - sum.free);
+	if (metric == OBJECTS)
+		BPF_SEQ_PRINTF(seq, "iterfs_slab_objects{cache=\"%s\"} %lu\n", label.escaped,
+			       sum.objects - sum.free);
+	else if (metric == OBJECT_SIZE)
+		BPF_SEQ_PRINTF(seq, "iterfs_slab_object_size_bytes{cache=\"%s\"} %u\n",
+			       label.escaped, s->size);
+	else
+		BPF_SEQ_PRINTF(seq, "iterfs_slab_bytes{cache=\"%s\"} %lu\n", label.escaped,
+			       sum.slabs << ((s->oo.x >> OO_SHIFT) + CONFIG_PAGE_SHIFT));
 	return 0;
+}
+
+SEC("iter/kmem_cache")
+int slab_objects(struct bpf_iter__kmem_cache *ctx)
+{
+	return print_sample(ctx, OBJECTS);
 }
 
 SEC("iter/kmem_cache")
 int slab_object_size(struct bpf_iter__kmem_cache *ctx)
 {
-	struct seq_file *seq = ctx->meta->seq;
-	struct kmem_cache *s = ctx->s;
-	struct metric_label label;
-
-	if (!s)
-		return 0;
-	if (ctx->meta->seq_num == 0)
-		BPF_SEQ_PRINTF(seq, "# HELP iterfs_slab_object_size_bytes The size of each slab "
-			       "cache's objects, with their metadata (/proc/slabinfo's objsize).\n"
-			       "# TYPE iterfs_slab_object_size_bytes gauge\n");
-	metric_label(&label, s->name);
-	BPF_SEQ_PRINTF(seq, "iterfs_slab_object_size_bytes{cache=\"%s\"} %u\n", label.escaped,
-		       s->size);
-	return 0;
+	return print_sample(ctx, OBJECT_SIZE);
 }
 
 SEC("iter/kmem_cache")
 int slab_bytes(struct bpf_iter__kmem_cache *ctx)
 {
-	struct seq_file *seq = ctx->meta->seq;
-	struct kmem_cache *s = ctx->s;
-	struct metric_label label;
-	struct counters sum;
-
-	if (!s)
-		return 0;
-	if (ctx->meta->seq_num == 0)
-		BPF_SEQ_PRINTF(seq, "# HELP iterfs_slab_bytes Memory the slabs of each slab cache "
-			       "take (/proc/slabinfo's num_slabs x pagesperslab pages).\n"
-			       "# TYPE iterfs_slab_bytes gauge\n");
-	if (!count(s, &sum))
-		return 0;
-	metric_label(&label, s->name);
-	BPF_SEQ_PRINTF(seq, "iterfs_slab_bytes{cache=\"%s\"} %lu\n", label.escaped,
-		       sum.slabs << ((s->oo.x >> OO_SHIFT) + CONFIG_PAGE_SHIFT));
-	return 0;
+	return print_sample(ctx, BYTES);
 }
