@@ -981,3 +981,33 @@ def test_reload_while_reading(tmp_path, programs):
             for thread in threads:
                 thread.join()
         assert errors == []
+
+
+def test_a_failed_rescan_fails_the_reload_command(tmp_path, programs):
+    """A program directory replaced by a file makes the rescan itself fail: the
+    command systemctl reload runs (`iterfs --reload PID MOUNTPOINT`) exits 1
+    with one line saying why, .status ends with the failed reload, and the
+    views served stay as they were. The directory back, the next reload succeeds."""
+    write(programs, "hello.bpf.c", hello_program("hello", "one"))
+    with dropin_daemon(tmp_path, programs) as daemon:
+        m = daemon.mountpoint
+        command = [sys.executable, "-m", "iterfs", "--reload", str(daemon.pid), str(m)]
+        aside = programs.with_name("programs.aside")
+        programs.rename(aside)
+        programs.write_text("not a directory\n")
+        failed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=90)
+        assert failed.returncode == 1, failed
+        assert failed.stdout == ""
+        assert re.fullmatch(r"iterfs: reload 1 failed, the views served are as they were: "
+                            r"NotADirectoryError: .*Not a directory.*\n", failed.stderr), failed
+        assert (m / STATUS).read_text().splitlines()[-1].startswith("reload 1 failed: ")
+        assert (m / "hello").read_text() == "one\n"
+        assert status(daemon)["hello"][0] == "serving"
+        programs.unlink()
+        aside.rename(programs)
+        write(programs, "hello.bpf.c", hello_program("hello", "two"))
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=90)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+        assert (m / STATUS).read_text().endswith("\nreload 2 done\n")
+        assert (m / "hello").read_text() == "two\n"
+    assert "reload failed, serving the views as they were: NotADirectoryError" in daemon.log()
