@@ -20,6 +20,7 @@
 #include "pid.h"
 #include "namespaces.h"
 #include "compat.h"
+#include "task_state.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -27,13 +28,6 @@ char LICENSE[] SEC("license") = "GPL";
 #define NSEC_PER_CLOCK_TICK (NSEC_PER_SEC / USER_HZ)
 
 /* include/linux/sched.h; constants, not in BTF */
-#define TASK_UNINTERRUPTIBLE	0x0002
-#define TASK_REPORT		0x007f
-#define TASK_REPORT_IDLE	0x0080
-#define TASK_NOLOAD		0x0400
-#define TASK_IDLE		(TASK_UNINTERRUPTIBLE | TASK_NOLOAD)
-#define TASK_RTLOCK_WAIT	0x1000
-#define TASK_FROZEN		0x8000
 #define PF_WQ_WORKER		0x00000020
 #define PF_KTHREAD		0x00200000
 #define MAX_RT_PRIO		100
@@ -234,27 +228,12 @@ static __always_inline void task_cputime_adjusted(struct task_struct *task,
 		       task->prev_cputime.utime, task->prev_cputime.stime, user, system);
 }
 
-/* task_state_index(), to the letter get_task_state() prints: "RSDTtXZPI". */
+/* The letter get_task_state() prints (task_state.h). */
 static __always_inline char task_state_letter(struct task_struct *task)
 {
-	unsigned int state, report;
+	unsigned int index = task_state_index(task);
 
-	state = task_state(task);
-	report = (state | task->exit_state) & TASK_REPORT;
-	if ((state & TASK_IDLE) == TASK_IDLE)
-		report = TASK_REPORT_IDLE;
-	if (state & (TASK_RTLOCK_WAIT | TASK_FROZEN))
-		report = TASK_UNINTERRUPTIBLE;
-	/* fls(report) */
-	if (report & 0x80) return 'I';
-	if (report & 0x40) return 'P';
-	if (report & 0x20) return 'Z';
-	if (report & 0x10) return 'X';
-	if (report & 0x08) return 't';
-	if (report & 0x04) return 'T';
-	if (report & 0x02) return 'D';
-	if (report & 0x01) return 'S';
-	return 'R';
+	return index < TASK_STATES ? task_state_letters[index] : '?';
 }
 
 /* timens_add_boottime_ns(): the boot time offset of the reader's time namespace. */

@@ -42,7 +42,8 @@ static const char state_names[STATES][12] = {
 };
 static const char family_names[2][5] = { "tcp", "tcp6" };
 
-static void print(struct seq_file *seq, struct counts *walk)
+/* The final call: the walk's totals, then its counts go. */
+static int print_totals(struct seq_file *seq, struct counts *walk)
 {
 	BPF_SEQ_PRINTF(seq, "# HELP iterfs_sockets Sockets of the reader's network namespace, "
 		       "by the /proc/net file that lists them and state.\n"
@@ -52,6 +53,8 @@ static void print(struct seq_file *seq, struct counts *walk)
 			BPF_SEQ_PRINTF(seq, "iterfs_sockets{family=\"%s\",state=\"%s\"} %llu\n",
 				       family_names[family], state_names[state],
 				       walk->sockets[family][state]);
+	metric_walk_end();
+	return 0;
 }
 
 /* The state /proc prints in its `st` column. */
@@ -77,15 +80,10 @@ int tcp_metrics(struct bpf_iter__tcp *ctx)
 	struct counts *walk = metric_walk(ctx->meta, struct counts);
 	int state;
 
-	if (!skc) {
-		if (walk) {
-			print(ctx->meta->seq, walk);
-			metric_walk_end();
-		}
-		return 0;
-	}
-	if (!walk)
+	if (!walk)		/* at the final call too: nothing to print */
 		return METRIC_NO_ROOM;
+	if (!skc)
+		return print_totals(ctx->meta->seq, walk);
 	state = proc_state(skc);
 	walk->sockets[skc->skc_family == AF_INET6][state & STATE_MASK]++;
 	return 0;

@@ -20,7 +20,8 @@ struct counts {
 
 METRIC_WALKS_MAP(struct counts);
 
-static void print(struct seq_file *seq, struct counts *walk)
+/* The final call: the walk's totals, then its counts go. */
+static int print_totals(struct seq_file *seq, struct counts *walk)
 {
 	BPF_SEQ_PRINTF(seq, "# HELP iterfs_sockets Sockets of the reader's network namespace, "
 		       "by the /proc/net file that lists them and state.\n"
@@ -31,6 +32,8 @@ static void print(struct seq_file *seq, struct counts *walk)
 	BPF_SEQ_PRINTF(seq, "iterfs_sockets{family=\"udp6\",state=\"established\"} %llu\n"
 		       "iterfs_sockets{family=\"udp6\",state=\"close\"} %llu\n",
 		       walk->established[1], walk->close[1]);
+	metric_walk_end();
+	return 0;
 }
 
 SEC("iter/udp")
@@ -41,15 +44,10 @@ int udp_metrics(struct bpf_iter__udp *ctx)
 	struct sock_common *skc;
 	int family;
 
-	if (!udp_sk) {
-		if (walk) {
-			print(ctx->meta->seq, walk);
-			metric_walk_end();
-		}
-		return 0;
-	}
-	if (!walk)
+	if (!walk)		/* at the final call too: nothing to print */
 		return METRIC_NO_ROOM;
+	if (!udp_sk)
+		return print_totals(ctx->meta->seq, walk);
 	skc = &udp_sk->inet.sk.__sk_common;
 	family = skc->skc_family == AF_INET6;
 	if (skc->skc_state == TCP_ESTABLISHED)

@@ -19,7 +19,8 @@ struct counts {
 
 METRIC_WALKS_MAP(struct counts);
 
-static void print(struct seq_file *seq, struct counts *walk)
+/* The final call: the walk's totals, then its counts go. */
+static int print_totals(struct seq_file *seq, struct counts *walk)
 {
 	BPF_SEQ_PRINTF(seq, "# HELP iterfs_sockets Sockets of the reader's network namespace, "
 		       "by the /proc/net file that lists them and state.\n"
@@ -28,6 +29,8 @@ static void print(struct seq_file *seq, struct counts *walk)
 		       "iterfs_sockets{family=\"unix\",state=\"close\"} %llu\n"
 		       "iterfs_sockets{family=\"unix\",state=\"listen\"} %llu\n",
 		       walk->established, walk->close, walk->listen);
+	metric_walk_end();
+	return 0;
 }
 
 SEC("iter/unix")
@@ -37,15 +40,10 @@ int unix_metrics(struct bpf_iter__unix *ctx)
 	struct counts *walk = metric_walk(ctx->meta, struct counts);
 	int state;
 
-	if (!unix_sk) {
-		if (walk) {
-			print(ctx->meta->seq, walk);
-			metric_walk_end();
-		}
-		return 0;
-	}
-	if (!walk)
+	if (!walk)		/* at the final call too: nothing to print */
 		return METRIC_NO_ROOM;
+	if (!unix_sk)
+		return print_totals(ctx->meta->seq, walk);
 	state = unix_sk->sk.__sk_common.skc_state;
 	if (state == TCP_LISTEN)
 		walk->listen++;
